@@ -1,0 +1,189 @@
+/* difflow raw kernels: forward/backward pairs over plain float buffers, grouped by family.
+ *
+ * These are what the ops in ops.h call; they know nothing of tensors, the tape or the arena.
+ * Conventions
+ *   - Buffers are float32, contiguous, row-major; shapes are listed in the order of the arguments
+ *     and in PyTorch order ((N,C,H,W) images, Linear weight [out,in], Conv2d weight [O,C,k,k]).
+ *   - Backward kernels ACCUMULATE (+=) into the gradient buffers they are given, so a tensor used
+ *     twice gets the sum of both contributions. A gradient pointer may be NULL: that gradient is
+ *     then not computed at all (the input does not require grad).
+ *   - Kernels that need scratch take a `work` pointer sized by the matching *_work_floats().
+ *   - Fast kernels use OpenMP and BLAS (cblas_sgemm, OpenBLAS); the *_ref functions are naive
+ *     loops (no BLAS, no threads) used by the tests as ground truth. They are defined in
+ *     src/core/ops_ref.c.
+ */
+#ifndef DIFFLOW_KERNELS_H
+#define DIFFLOW_KERNELS_H
+
+#include <stddef.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* ================================================================ linear (ops_linear.c) */
+
+/* y = x W^T + b (PyTorch nn.Linear).
+ * x (M, K), w (N, K), b (N) or NULL, y (M, N). One cblas_sgemm for the whole batch. */
+void dfl_k_linear_fwd(const float *x, const float *w, const float *b, float *y, int M, int K, int N);
+/* Backward of dfl_k_linear_fwd: dx += dy W, dw += dy^T x, db += column sums of dy.
+ * x (M, K), w (N, K), dy (M, N), dx (M, K) or NULL, dw (N, K) or NULL, db (N) or NULL. */
+void dfl_k_linear_bwd(const float *x, const float *w, const float *dy, float *dx, float *dw,
+                      float *db, int M, int K, int N);
+/* Naive references of the two above (same shapes, same accumulate semantics). */
+void dfl_k_linear_fwd_ref(const float *x, const float *w, const float *b, float *y, int M, int K,
+                          int N);
+void dfl_k_linear_bwd_ref(const float *x, const float *w, const float *dy, float *dx, float *dw,
+                          float *db, int M, int K, int N);
+
+/* ================================================================ conv2d (ops_conv.c) */
+
+/* Output size of a stride-1 convolution: H + 2 pad - k + 1 (may be <= 0 for invalid input). */
+int dfl_k_conv2d_out_size(int H, int k, int pad);
+
+/* Scratch floats needed by dfl_k_conv2d_fwd and dfl_k_conv2d_bwd for these sizes (the larger of
+ * the two). It depends on the current OpenMP thread count (omp_get_max_threads()), so size the
+ * buffer right before the call, with the same thread setting. Shapes as in dfl_k_conv2d_fwd. */
+size_t dfl_k_conv2d_work_floats(int N, int C, int H, int W, int O, int k, int pad);
+
+/* 2-D cross-correlation (PyTorch Conv2d), stride 1, zero padding `pad` on all sides.
+ * x (N, C, H, W), w (O, C, k, k), b (O) or NULL, y (N, O, Ho, Wo) with Ho = H + 2pad - k + 1,
+ * Wo = W + 2pad - k + 1; work: dfl_k_conv2d_work_floats(N, C, H, W, O, k, pad) floats.
+ * Method: im2col + cblas_sgemm (k == 1, pad == 0 is a plain GEMM on x). Columns are processed in
+ * blocks (rows of one image, or several small images) sized to stay in L2; blocks are spread
+ * over OpenMP threads with single-threaded BLAS inside, or, when the batch is smaller than the
+ * thread count, run in turn with threaded BLAS. */
+void dfl_k_conv2d_fwd(const float *x, const float *w, const float *b, float *y, int N, int C,
+                      int H, int W, int O, int k, int pad, float *work);
+/* Backward of dfl_k_conv2d_fwd. x (N, C, H, W), w (O, C, k, k), dy (N, O, Ho, Wo);
+ * dx (N, C, H, W) or NULL, dw (O, C, k, k) or NULL, db (O) or NULL; work as for the forward.
+ * dw: per-thread partial sums of dY col^T, reduced at the end. dx: the transposed convolution,
+ * computed as a correlation of dy (padding k-1-pad) with the flipped, transposed kernel
+ * w'[c,o,i,j] = w[o,c,k-1-i,k-1-j], accumulated directly into dx by the GEMM (no col2im). */
+void dfl_k_conv2d_bwd(const float *x, const float *w, const float *dy, float *dx, float *dw,
+                      float *db, int N, int C, int H, int W, int O, int k, int pad, float *work);
+/* Tuning: floats of im2col block per thread the planner aims for (0 restores the default). For
+ * benchmarks; returns the previous value. Not thread-safe against concurrent conv calls. */
+size_t dfl_k_conv2d_set_block(size_t floats);
+
+/* Naive direct-loop references (no im2col, no BLAS). Same shapes and semantics as above. */
+void dfl_k_conv2d_fwd_ref(const float *x, const float *w, const float *b, float *y, int N, int C,
+                          int H, int W, int O, int k, int pad);
+void dfl_k_conv2d_bwd_ref(const float *x, const float *w, const float *dy, float *dx, float *dw,
+                          float *db, int N, int C, int H, int W, int O, int k, int pad);
+
+/* ================================================================ group norm (ops_norm.c) */
+
+/* GroupNorm (Wu & He, "Group Normalization", ECCV 2018). x (N, C, S) with S the product of the
+ * spatial dims, channels split into G groups of C/G (G must divide C). For each (n, g):
+ * mean and biased variance over the C/G * S values (accumulated in double, one pass),
+ * rstd = 1/sqrt(var + eps), y = (x - mean) * rstd * gamma[c] + beta[c].
+ * gamma (C), beta (C), y (N, C, S), mean (N, G) and rstd (N, G) are outputs kept for backward.
+ * Parallel over the N*G groups. */
+void dfl_k_group_norm_fwd(const float *x, const float *gamma, const float *beta, float *y,
+                          float *mean, float *rstd, int N, int C, int S, int G, float eps);
+/* Scratch floats for dfl_k_group_norm_bwd: 2 N C (per-sample partial dgamma, dbeta). */
+size_t dfl_k_group_norm_work_floats(int N, int C);
+/* Backward, standard closed form: with xhat = (x - mean) rstd and g = dy gamma[c], over a group
+ * dx = rstd (g - mean(g) - xhat mean(g xhat)); dgamma[c] += sum dy xhat; dbeta[c] += sum dy.
+ * x, dy, dx (N, C, S); gamma (C); mean, rstd (N, G) from the forward; dx, dgamma (C), dbeta (C)
+ * may each be NULL; work: dfl_k_group_norm_work_floats(N, C) floats. */
+void dfl_k_group_norm_bwd(const float *x, const float *gamma, const float *mean, const float *rstd,
+                          const float *dy, float *dx, float *dgamma, float *dbeta, int N, int C,
+                          int S, int G, float *work);
+/* Naive two-pass references (mean, then variance), same shapes. */
+void dfl_k_group_norm_fwd_ref(const float *x, const float *gamma, const float *beta, float *y,
+                              float *mean, float *rstd, int N, int C, int S, int G, float eps);
+void dfl_k_group_norm_bwd_ref(const float *x, const float *gamma, const float *mean,
+                              const float *rstd, const float *dy, float *dx, float *dgamma,
+                              float *dbeta, int N, int C, int S, int G);
+
+/* ================================================================ elementwise (ops_elementwise.c) */
+
+/* SiLU / swish, y = x sigmoid(x) (Elfwing, Uchibe & Doya 2018, "Sigmoid-weighted linear units";
+ * Hendrycks & Gimpel 2016, "GELUs"; Ramachandran et al. 2017). x (n), y (n). The fast kernel uses
+ * a vectorisable exp (range reduction + polynomial, ~2 ulp). */
+void dfl_k_silu_fwd(const float *x, float *y, size_t n);
+/* dx += dy * s (1 + x (1 - s)), s = sigmoid(x). x, dy, dx (n). */
+void dfl_k_silu_bwd(const float *x, const float *dy, float *dx, size_t n);
+void dfl_k_silu_fwd_ref(const float *x, float *y, size_t n);
+void dfl_k_silu_bwd_ref(const float *x, const float *dy, float *dx, size_t n);
+
+/* Binary ops with broadcasting. */
+typedef enum { DFL_K_ADD = 0, DFL_K_SUB = 1, DFL_K_MUL = 2 } dfl_k_binop;
+
+/* Broadcast shape of two shapes (NumPy rules: right-aligned; each pair of dims equal, or one of
+ * them 1). Writes the result, right-aligned and left-padded with 1 to 4 dims, into ysh4, and
+ * returns its rank (max of the two ranks), or -1 if the shapes do not broadcast. */
+int dfl_k_broadcast_shape(int andim, const int *ash, int bndim, const int *bsh, int ysh4[4]);
+/* y = a op b with broadcasting. ash4, bsh4, ysh4: the shapes of a, b and y right-aligned and
+ * left-padded with 1 to 4 dims (ysh4 from dfl_k_broadcast_shape). a (ash4), b (bsh4), y (ysh4).
+ * Dimensions are collapsed first, so the inner loop is a contiguous, vectorised run. */
+void dfl_k_binary_fwd(dfl_k_binop op, const float *a, const int ash4[4], const float *b,
+                      const int bsh4[4], float *y, const int ysh4[4]);
+/* Backward: da += reduce_to_a(dy * d(a op b)/da), db likewise (sum over broadcast dims).
+ * a (ash4), b (bsh4), dy (ysh4), da (ash4) or NULL, db (bsh4) or NULL. a and b are only read
+ * for DFL_K_MUL (they may be NULL otherwise). */
+void dfl_k_binary_bwd(dfl_k_binop op, const float *a, const int ash4[4], const float *b,
+                      const int bsh4[4], const float *dy, const int ysh4[4], float *da, float *db);
+/* References: index arithmetic per element (div/mod on the 4-D index). */
+void dfl_k_binary_fwd_ref(dfl_k_binop op, const float *a, const int ash4[4], const float *b,
+                          const int bsh4[4], float *y, const int ysh4[4]);
+void dfl_k_binary_bwd_ref(dfl_k_binop op, const float *a, const int ash4[4], const float *b,
+                          const int bsh4[4], const float *dy, const int ysh4[4], float *da,
+                          float *db);
+
+/* y = s x. x (n), y (n). */
+void dfl_k_scale_fwd(const float *x, float s, float *y, size_t n);
+/* dx += s dy. dy (n), dx (n). (Also the backward of add/sub with equal shapes, s = +-1.) */
+void dfl_k_axpy(float s, const float *dy, float *dx, size_t n);
+
+/* y[p, i] = x[p, i] + v[p] for p < P = N C, i < S (add a per-(sample, channel) value to every
+ * spatial position; the time-embedding broadcast). x (N*C, S), v (N*C), y (N*C, S). */
+void dfl_k_add_channel_fwd(const float *x, const float *v, float *y, int P, int S);
+/* dx += dy; dv[p] += sum_i dy[p, i]. dy (P, S), dx (P, S) or NULL, dv (P) or NULL. */
+void dfl_k_add_channel_bwd(const float *dy, float *dx, float *dv, int P, int S);
+void dfl_k_add_channel_fwd_ref(const float *x, const float *v, float *y, int P, int S);
+void dfl_k_add_channel_bwd_ref(const float *dy, float *dx, float *dv, int P, int S);
+
+/* ================================================================ shape (ops_shape.c) */
+
+/* 2x2 average pooling, stride 2. x (P, H, W) with P = N C planes, H and W even;
+ * y (P, H/2, W/2). */
+void dfl_k_avg_pool2_fwd(const float *x, float *y, int P, int H, int W);
+/* dx[2i+a, 2j+b] += dy[i, j] / 4. dy (P, H/2, W/2), dx (P, H, W); H, W the INPUT size. */
+void dfl_k_avg_pool2_bwd(const float *dy, float *dx, int P, int H, int W);
+/* 2x nearest-neighbour upsampling. x (P, H, W), y (P, 2H, 2W). */
+void dfl_k_upsample2_fwd(const float *x, float *y, int P, int H, int W);
+/* dx[i, j] += sum of the 2x2 block dy[2i.., 2j..]. dy (P, 2H, 2W), dx (P, H, W). */
+void dfl_k_upsample2_bwd(const float *dy, float *dx, int P, int H, int W);
+/* Channel concat: y[n] = [a[n]; b[n]]. a (N, Sa), b (N, Sb), y (N, Sa + Sb), where Sa = Ca S,
+ * Sb = Cb S are the per-sample sizes. */
+void dfl_k_concat_fwd(const float *a, const float *b, float *y, int N, size_t Sa, size_t Sb);
+/* da += y-slice, db += y-slice. dy (N, Sa + Sb), da (N, Sa) or NULL, db (N, Sb) or NULL. */
+void dfl_k_concat_bwd(const float *dy, float *da, float *db, int N, size_t Sa, size_t Sb);
+void dfl_k_avg_pool2_fwd_ref(const float *x, float *y, int P, int H, int W);
+void dfl_k_avg_pool2_bwd_ref(const float *dy, float *dx, int P, int H, int W);
+void dfl_k_upsample2_fwd_ref(const float *x, float *y, int P, int H, int W);
+void dfl_k_upsample2_bwd_ref(const float *dy, float *dx, int P, int H, int W);
+
+/* ================================================================ reductions (ops_reduce.c) */
+
+/* Sum of x (n), accumulated in double. */
+double dfl_k_sum(const float *x, size_t n);
+/* dx += g (the same value everywhere). dx (n). */
+void dfl_k_fill_add(float g, float *dx, size_t n);
+/* Weighted squared error sum: sum_i w[i / (n/N)] (a_i - b_i)^2 in double (not divided by n).
+ * a (n), b (n), w (N) or NULL (w = 1); N divides n (N = leading dim). */
+double dfl_k_sq_err(const float *a, const float *b, const float *w, size_t n, int N);
+/* Backward of g * sq_err: da += 2 g w (a - b), db -= 2 g w (a - b). a, b (n), w (N) or NULL,
+ * da, db (n) or NULL. */
+void dfl_k_sq_err_bwd(const float *a, const float *b, const float *w, float g, float *da,
+                      float *db, size_t n, int N);
+double dfl_k_sum_ref(const float *x, size_t n);
+double dfl_k_sq_err_ref(const float *a, const float *b, const float *w, size_t n, int N);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

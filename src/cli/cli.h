@@ -1,0 +1,19 @@
+/* difflow command line: subcommands. Each returns the process exit status. */
+#ifndef DIFFLOW_CLI_H
+#define DIFFLOW_CLI_H
+
+#include "args.h"
+#include "difflow/core.h"
+#include "difflow/gen.h"
+#include "difflow/nn.h"
+
+int cmd_train(int argc, char **argv);
+int cmd_sample(int argc, char **argv);
+int cmd_info(int argc, char **argv);
+int cmd_bench(int argc, char **argv);
+
+/* Writes samples x (n, ...) to `path`: a PNG grid for images, CSV ("x,y") or a density PNG for
+ * 2-D points (chosen by the extension). */
+dfl_status cli_write_samples(const char *path, const float *x, int n, int ndim, const int *shape);
+
+#endif

@@ -1,0 +1,38 @@
+/* difflow: train, sample and inspect generative models (DESIGN section 9). */
+#include <stdio.h>
+#include <string.h>
+
+#include "cli.h"
+
+static void usage(FILE *f)
+{
+    fprintf(f,
+            "usage: difflow <command> [options]\n"
+            "\n"
+            "commands:\n"
+            "  train    train a model (default: flow matching on Fashion-MNIST) into runs/NAME/\n"
+            "  sample   draw samples from a checkpoint into a PNG grid (images) or CSV (2-D)\n"
+            "  info     describe a checkpoint: architecture, method, step, tensors\n"
+            "  bench    training steps/s and sampling images/s of a reference configuration\n"
+            "\n"
+            "Run 'difflow <command> --help' for the options of a command.\n");
+}
+
+int main(int argc, char **argv)
+{
+    if (argc < 2) {
+        usage(stderr);
+        return 2;
+    }
+    const char *c = argv[1];
+    if (!strcmp(c, "-h") || !strcmp(c, "--help") || !strcmp(c, "help")) {
+        usage(stdout);
+        return 0;
+    }
+    if (!strcmp(c, "train")) return cmd_train(argc - 2, argv + 2);
+    if (!strcmp(c, "sample")) return cmd_sample(argc - 2, argv + 2);
+    if (!strcmp(c, "info")) return cmd_info(argc - 2, argv + 2);
+    if (!strcmp(c, "bench")) return cmd_bench(argc - 2, argv + 2);
+    fprintf(stderr, "difflow: error: unknown command '%s' (commands: train, sample, info, bench; see difflow --help)\n", c);
+    return 2;
+}

@@ -1,0 +1,322 @@
+/* Tensors, the step arena and the autograd tape (DESIGN section 3, "Tensor" and "Autograd").
+ *
+ * The arena is a list of large blocks; allocation bumps a pointer, dfl_ctx_reset rewinds every
+ * block without freeing it, so a training loop allocates only during its first step. The tape
+ * is an array of nodes appended by ops in execution order; dfl_backward walks it in reverse. */
+#include "difflow/core.h"
+
+#include <omp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define ARENA_ALIGN 64
+#define ARENA_MIN_BLOCK ((size_t)64 << 20)
+
+typedef struct arena_block {
+    struct arena_block *next;
+    size_t cap, used;
+    unsigned char *mem;
+} arena_block;
+
+struct dfl_ctx {
+    arena_block *head;  /* first block */
+    arena_block *cur;   /* block being filled */
+    size_t high_water;
+    dfl_node *tape;
+    size_t tape_len, tape_cap;
+    int grad_enabled;
+};
+
+/* ------------------------------------------------------------ tensors */
+
+size_t dfl_shape_numel(int ndim, const int *shape)
+{
+    if (ndim < 1 || ndim > DFL_MAX_DIMS) return 0;
+    size_t n = 1;
+    for (int i = 0; i < ndim; i++) {
+        if (shape[i] <= 0) return 0;
+        n *= (size_t)shape[i];
+    }
+    return n;
+}
+
+static void set_shape(dfl_tensor *t, int ndim, const int *shape)
+{
+    t->ndim = ndim;
+    for (int i = 0; i < DFL_MAX_DIMS; i++) t->shape[i] = i < ndim ? shape[i] : 1;
+    t->n = dfl_shape_numel(ndim, shape);
+}
+
+dfl_tensor *dfl_tensor_new(int ndim, const int *shape, int requires_grad)
+{
+    size_t n = dfl_shape_numel(ndim, shape);
+    if (n == 0) {
+        dfl_fail(DFL_ERR_ARG, "tensor: invalid shape (ndim %d)", ndim);
+        return NULL;
+    }
+    dfl_tensor *t = calloc(1, sizeof *t);
+    if (!t) goto nomem;
+    set_shape(t, ndim, shape);
+    t->owned = 1;
+    t->requires_grad = requires_grad;
+    t->data = aligned_alloc(ARENA_ALIGN, (n * sizeof(float) + ARENA_ALIGN - 1) / ARENA_ALIGN * ARENA_ALIGN);
+    if (!t->data) goto nomem;
+    memset(t->data, 0, n * sizeof(float));
+    if (requires_grad) {
+        t->grad = aligned_alloc(ARENA_ALIGN, (n * sizeof(float) + ARENA_ALIGN - 1) / ARENA_ALIGN * ARENA_ALIGN);
+        if (!t->grad) goto nomem;
+        memset(t->grad, 0, n * sizeof(float));
+    }
+    return t;
+nomem:
+    dfl_tensor_free(t);
+    dfl_fail(DFL_ERR_NOMEM, "tensor: out of memory allocating %zu floats", n);
+    return NULL;
+}
+
+void dfl_tensor_free(dfl_tensor *t)
+{
+    if (!t) return;
+    if (t->owned) {
+        free(t->data);
+        free(t->grad);
+    }
+    free(t);
+}
+
+const char *dfl_shape_str(const dfl_tensor *t, char *buf, size_t cap)
+{
+    size_t k = 0;
+    k += (size_t)snprintf(buf + k, cap - k, "[");
+    for (int i = 0; i < t->ndim && k < cap; i++)
+        k += (size_t)snprintf(buf + k, cap - k, i ? ", %d" : "%d", t->shape[i]);
+    if (k < cap) snprintf(buf + k, cap - k, "]");
+    return buf;
+}
+
+int dfl_same_shape(const dfl_tensor *a, const dfl_tensor *b)
+{
+    if (a->ndim != b->ndim) return 0;
+    for (int i = 0; i < a->ndim; i++)
+        if (a->shape[i] != b->shape[i]) return 0;
+    return 1;
+}
+
+/* ------------------------------------------------------------ context and arena */
+
+dfl_ctx *dfl_ctx_new(void)
+{
+    dfl_ctx *c = calloc(1, sizeof *c);
+    if (!c) {
+        dfl_fail(DFL_ERR_NOMEM, "ctx: out of memory");
+        return NULL;
+    }
+    c->grad_enabled = 1;
+    return c;
+}
+
+void dfl_ctx_free(dfl_ctx *ctx)
+{
+    if (!ctx) return;
+    arena_block *b = ctx->head;
+    while (b) {
+        arena_block *nx = b->next;
+        free(b->mem);
+        free(b);
+        b = nx;
+    }
+    free(ctx->tape);
+    free(ctx);
+}
+
+void dfl_ctx_reset(dfl_ctx *ctx)
+{
+    size_t used = 0;
+    for (arena_block *b = ctx->head; b; b = b->next) {
+        used += b->used;
+        b->used = 0;
+    }
+    if (used > ctx->high_water) ctx->high_water = used;
+    ctx->cur = ctx->head;
+    ctx->tape_len = 0;
+}
+
+int dfl_ctx_set_grad(dfl_ctx *ctx, int enabled)
+{
+    int old = ctx->grad_enabled;
+    ctx->grad_enabled = enabled;
+    return old;
+}
+
+int dfl_ctx_grad_enabled(const dfl_ctx *ctx) { return ctx->grad_enabled; }
+
+size_t dfl_ctx_arena_bytes(const dfl_ctx *ctx)
+{
+    size_t cap = 0;
+    for (arena_block *b = ctx->head; b; b = b->next) cap += b->cap;
+    return cap;
+}
+
+void *dfl_arena_alloc(dfl_ctx *ctx, size_t bytes)
+{
+    bytes = (bytes + ARENA_ALIGN - 1) / ARENA_ALIGN * ARENA_ALIGN;
+    if (bytes == 0) bytes = ARENA_ALIGN;
+    /* Try the current block, then the following (already allocated) ones. */
+    for (arena_block *b = ctx->cur; b; b = b->next) {
+        if (b->cap - b->used >= bytes) {
+            void *p = b->mem + b->used;
+            b->used += bytes;
+            ctx->cur = b;
+            return p;
+        }
+    }
+    size_t cap = bytes > ARENA_MIN_BLOCK ? bytes : ARENA_MIN_BLOCK;
+    arena_block *nb = calloc(1, sizeof *nb);
+    if (nb) nb->mem = aligned_alloc(ARENA_ALIGN, cap);
+    if (!nb || !nb->mem) {
+        free(nb);
+        dfl_fail(DFL_ERR_NOMEM, "arena: out of memory allocating %zu bytes", bytes);
+        return NULL;
+    }
+    nb->cap = cap;
+    nb->used = bytes;
+    /* Append at the end of the list so block order is stable across resets. */
+    if (!ctx->head) {
+        ctx->head = nb;
+    } else {
+        arena_block *last = ctx->head;
+        while (last->next) last = last->next;
+        last->next = nb;
+    }
+    ctx->cur = nb;
+    return nb->mem;
+}
+
+dfl_tensor *dfl_tensor_tmp(dfl_ctx *ctx, int ndim, const int *shape)
+{
+    size_t n = dfl_shape_numel(ndim, shape);
+    if (n == 0) {
+        dfl_fail(DFL_ERR_SHAPE, "tensor: invalid shape (ndim %d)", ndim);
+        return NULL;
+    }
+    dfl_tensor *t = dfl_arena_alloc(ctx, sizeof *t);
+    float *d = dfl_arena_alloc(ctx, n * sizeof(float));
+    if (!t || !d) return NULL;
+    memset(t, 0, sizeof *t);
+    set_shape(t, ndim, shape);
+    t->data = d;
+    return t;
+}
+
+dfl_tensor *dfl_tensor_zeros(dfl_ctx *ctx, int ndim, const int *shape)
+{
+    dfl_tensor *t = dfl_tensor_tmp(ctx, ndim, shape);
+    if (t) memset(t->data, 0, t->n * sizeof(float));
+    return t;
+}
+
+dfl_tensor *dfl_tensor_wrap(dfl_ctx *ctx, float *data, int ndim, const int *shape)
+{
+    size_t n = dfl_shape_numel(ndim, shape);
+    if (n == 0 || !data) {
+        dfl_fail(DFL_ERR_SHAPE, "tensor: invalid shape or data for wrap");
+        return NULL;
+    }
+    dfl_tensor *t = dfl_arena_alloc(ctx, sizeof *t);
+    if (!t) return NULL;
+    memset(t, 0, sizeof *t);
+    set_shape(t, ndim, shape);
+    t->data = data;
+    return t;
+}
+
+/* ------------------------------------------------------------ tape */
+
+dfl_tensor *dfl_op_output(dfl_ctx *ctx, int ndim, const int *shape, dfl_tensor **in, int nin)
+{
+    dfl_tensor *t = dfl_tensor_tmp(ctx, ndim, shape);
+    if (!t) return NULL;
+    if (ctx->grad_enabled)
+        for (int i = 0; i < nin; i++)
+            if (in[i] && in[i]->requires_grad) t->requires_grad = 1;
+    return t;
+}
+
+dfl_node *dfl_tape_push(dfl_ctx *ctx, dfl_backward_fn bw, const char *op, dfl_tensor *out,
+                        dfl_tensor **in, int nin)
+{
+    if (!ctx->grad_enabled || !out->requires_grad) return NULL;
+    if (ctx->tape_len == ctx->tape_cap) {
+        size_t cap = ctx->tape_cap ? ctx->tape_cap * 2 : 256;
+        dfl_node *nt = realloc(ctx->tape, cap * sizeof *nt);
+        if (!nt) {
+            dfl_fail(DFL_ERR_NOMEM, "tape: out of memory");
+            return NULL;
+        }
+        ctx->tape = nt;
+        ctx->tape_cap = cap;
+    }
+    dfl_node *nd = &ctx->tape[ctx->tape_len++];
+    memset(nd, 0, sizeof *nd);
+    nd->backward = bw;
+    nd->op = op;
+    nd->out = out;
+    nd->nin = nin;
+    for (int i = 0; i < nin && i < DFL_NODE_MAX_IN; i++) nd->in[i] = in[i];
+    return nd;
+}
+
+float *dfl_grad_of(dfl_ctx *ctx, dfl_tensor *t)
+{
+    if (!t || !t->requires_grad) return NULL;
+    if (!t->grad) {
+        t->grad = dfl_arena_alloc(ctx, t->n * sizeof(float));
+        if (t->grad) memset(t->grad, 0, t->n * sizeof(float));
+    }
+    return t->grad;
+}
+
+static dfl_status run_backward(dfl_ctx *ctx)
+{
+    int old = ctx->grad_enabled;
+    ctx->grad_enabled = 0; /* backward kernels never record */
+    for (size_t i = ctx->tape_len; i-- > 0;) {
+        dfl_node *nd = &ctx->tape[i];
+        if (!nd->out->grad) continue; /* no path from the loss through this node */
+        nd->backward(ctx, nd);
+    }
+    ctx->grad_enabled = old;
+    return DFL_OK;
+}
+
+dfl_status dfl_backward(dfl_ctx *ctx, dfl_tensor *loss)
+{
+    if (!loss) return dfl_fail(DFL_ERR_ARG, "backward: loss is NULL");
+    if (loss->n != 1) return dfl_fail(DFL_ERR_ARG, "backward: loss must be a scalar (has %zu elements)", loss->n);
+    if (!loss->requires_grad) return dfl_fail(DFL_ERR_ARG, "backward: loss does not depend on any parameter");
+    float *g = dfl_grad_of(ctx, loss);
+    if (!g) return DFL_ERR_NOMEM;
+    g[0] += 1.0f;
+    return run_backward(ctx);
+}
+
+dfl_status dfl_backward_vjp(dfl_ctx *ctx, dfl_tensor *out, const float *cot)
+{
+    if (!out || !cot) return dfl_fail(DFL_ERR_ARG, "backward_vjp: NULL argument");
+    if (!out->requires_grad) return dfl_fail(DFL_ERR_ARG, "backward_vjp: output does not depend on any input that requires grad");
+    float *g = dfl_grad_of(ctx, out);
+    if (!g) return DFL_ERR_NOMEM;
+    for (size_t i = 0; i < out->n; i++) g[i] += cot[i];
+    return run_backward(ctx);
+}
+
+/* ------------------------------------------------------------ threads */
+
+void dfl_set_threads(int n)
+{
+    if (n <= 0) n = omp_get_num_procs();
+    omp_set_num_threads(n);
+}
+
+int dfl_get_threads(void) { return omp_get_max_threads(); }

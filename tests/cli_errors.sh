@@ -1,0 +1,76 @@
+#!/usr/bin/env bash
+# Bad input: one clear "difflow: error:" line naming the file or flag, a non-zero exit, and
+# nothing already saved damaged.
+set -uo pipefail
+BIN="$1"
+T=$(mktemp -d /tmp/dfl_err.XXXXXX)
+trap 'chmod -R u+w "$T"; rm -rf "$T"' EXIT
+nfail=0
+# expect_error NAME PATTERN -- command...: non-zero exit, stderr has "difflow: error:" and PATTERN.
+expect_error() {
+  local name="$1" pat="$2"; shift 3
+  local err rc
+  err=$("$@" 2>&1 >/dev/null); rc=$?
+  if [ $rc -eq 0 ]; then echo "FAIL $name: exit 0"; nfail=$((nfail+1)); return; fi
+  if ! grep -q "^difflow: error: " <<<"$err"; then echo "FAIL $name: no 'difflow: error:' line: $err"; nfail=$((nfail+1)); return; fi
+  if ! grep -q -- "$pat" <<<"$err"; then echo "FAIL $name: message lacks '$pat': $err"; nfail=$((nfail+1)); return; fi
+  if [ "$(grep -c '^difflow: error: ' <<<"$err")" -ne 1 ]; then echo "FAIL $name: more than one error line: $err"; nfail=$((nfail+1)); return; fi
+  echo "ok   $name: $(grep '^difflow: error: ' <<<"$err")"
+}
+
+expect_error "unknown command" "frobnicate" -- "$BIN" frobnicate
+expect_error "unknown flag" "--bogus" -- "$BIN" train --bogus 1
+expect_error "bad int" "--steps" -- "$BIN" train --steps ten
+expect_error "missing value" "--steps" -- "$BIN" train --steps
+expect_error "unknown preset" "--preset" -- "$BIN" train --data moons --preset resnet-9000
+expect_error "unknown method" "--method" -- "$BIN" train --method ddpm9
+expect_error "unknown data" "--data" -- "$BIN" train --data imagenet
+expect_error "preset vs data" "--preset" -- "$BIN" train --data moons --preset fmnist-unet-s
+expect_error "zero steps" "--steps" -- "$BIN" train --data moons --steps 0 --out "$T/z"
+expect_error "missing dataset" "$T/nodata" -- "$BIN" train --data-dir "$T/nodata" --out "$T/nd"
+mkdir -p "$T/trunc"
+if [ -d /usr/share/datasets/fashion-mnist ]; then
+  for f in /usr/share/datasets/fashion-mnist/*; do head -c 5000 "$f" > "$T/trunc/$(basename "$f")"; done
+  expect_error "truncated dataset" "truncated\\|cut-off" -- "$BIN" train --data-dir "$T/trunc" --out "$T/tr"
+fi
+mkdir -p "$T/ro"; chmod a-w "$T/ro"
+if [ "$(id -u)" != 0 ]; then
+  expect_error "read-only out" "--out" -- "$BIN" train --data moons --steps 5 --out "$T/ro/run"
+fi
+expect_error "out is a file" "--out" -- "$BIN" train --data moons --steps 5 --out /dev/null/run
+
+# A good run to damage.
+"$BIN" train --data moons --steps 40 --batch 64 --samples 0 --out "$T/good" 2>/dev/null || { echo "FAIL good run"; exit 1; }
+CK="$T/good/model.safetensors"
+sum_before=$(sha256sum "$CK" "$T/good/train_state.safetensors")
+expect_error "existing run" "--resume" -- "$BIN" train --data moons --steps 40 --out "$T/good"
+expect_error "NaN loss" "last good checkpoint" -- "$BIN" train --data moons --steps 80 --lr 1e30 --resume --out "$T/good"
+[ "$sum_before" = "$(sha256sum "$CK" "$T/good/train_state.safetensors")" ] || { echo "FAIL NaN loss damaged the checkpoint"; nfail=$((nfail+1)); }
+expect_error "resume other method" "trained as" -- "$BIN" train --data moons --method edm --steps 80 --resume --out "$T/good"
+
+expect_error "no ckpt flag" "--ckpt" -- "$BIN" sample
+expect_error "missing ckpt" "$T/none.safetensors" -- "$BIN" sample --ckpt "$T/none.safetensors"
+head -c 100 "$CK" > "$T/trunc.safetensors"
+expect_error "truncated ckpt" "trunc.safetensors" -- "$BIN" sample --ckpt "$T/trunc.safetensors"
+printf 'garbage that is not a checkpoint at all......' > "$T/garbage.safetensors"
+expect_error "garbage ckpt" "garbage.safetensors" -- "$BIN" info --ckpt "$T/garbage.safetensors"
+# Another model's checkpoint: a toy-mlp's tensors under a config claiming fmnist-unet-s.
+python3 - "$CK" "$T/other.safetensors" <<'PY'
+import json, struct, sys
+b = open(sys.argv[1], "rb").read()
+n = struct.unpack("<Q", b[:8])[0]
+h = json.loads(b[8:8 + n])
+cfg = json.loads(h["__metadata__"]["config"]); cfg["arch"] = "fmnist-unet-s"
+h["__metadata__"]["config"] = json.dumps(cfg)
+hj = json.dumps(h).encode(); hj += b" " * (-len(hj) % 8)
+open(sys.argv[2], "wb").write(struct.pack("<Q", len(hj)) + hj + b[8 + n:])
+PY
+expect_error "other model ckpt" "another model" -- "$BIN" sample --ckpt "$T/other.safetensors"
+expect_error "bad sampler" "--sampler" -- "$BIN" sample --ckpt "$CK" --sampler magic
+expect_error "bad schedule" "--schedule" -- "$BIN" sample --ckpt "$CK" --schedule cosine
+expect_error "zero sample steps" "--steps" -- "$BIN" sample --ckpt "$CK" --steps 0
+expect_error "bad output dir" "/nonexistent_dir" -- "$BIN" sample --ckpt "$CK" -o /nonexistent_dir/x.csv
+[ "$sum_before" = "$(sha256sum "$CK" "$T/good/train_state.safetensors")" ] || { echo "FAIL checkpoint changed"; nfail=$((nfail+1)); }
+for c in train sample info bench; do "$BIN" $c --help >/dev/null || { echo "FAIL $c --help"; nfail=$((nfail+1)); }; done
+echo "cli_errors: $nfail failed"
+[ $nfail -eq 0 ]

@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Installs the Debian packages difflow needs, only those that are missing.
+# Build: cmake, a C compiler, OpenBLAS (OpenMP build), cJSON, libpng, zlib, cmocka (tests).
+# Data: dataset-fashion-mnist (IDX files under /usr/share/datasets/fashion-mnist).
+set -euo pipefail
+pkgs=(cmake gcc make pkg-config libopenblas-openmp-dev libcjson-dev libpng-dev zlib1g-dev libcmocka-dev
+      dataset-fashion-mnist)
+missing=()
+for p in "${pkgs[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ((${#missing[@]})); then
+  echo "difflow: installing ${missing[*]}" >&2
+  SUDO=""
+  if [ "$(id -u)" != 0 ]; then SUDO="sudo"; fi
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
