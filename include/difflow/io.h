@@ -68,8 +68,8 @@ typedef struct dfl_st_file dfl_st_file;
  * above; the message names the file and the offending tensor), DFL_ERR_NOMEM. */
 dfl_status dfl_safetensors_open(const char *path, dfl_st_file **out);
 
-/* Data of tensor `name` (numel floats, row-major, 64-byte aligned for the first tensor and
- * 4-byte aligned for all), or NULL if absent. If ndim/shape are non-NULL they receive the
+/* Data of tensor `name` (numel floats, row-major; 4-byte aligned, and 64-byte aligned for the
+ * tensor at data offset 0), or NULL if absent. If ndim/shape are non-NULL they receive the
  * number of dims (0..4) and the dims (unused entries set to 1). Valid until dfl_st_close. */
 const float *dfl_st_get(const dfl_st_file *f, const char *name, int *ndim, int shape[4]);
 /* Number of tensors (metadata excluded). */

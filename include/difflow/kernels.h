@@ -49,22 +49,30 @@ size_t dfl_k_conv2d_work_floats(int N, int C, int H, int W, int O, int k, int pa
 /* 2-D cross-correlation (PyTorch Conv2d), stride 1, zero padding `pad` on all sides.
  * x (N, C, H, W), w (O, C, k, k), b (O) or NULL, y (N, O, Ho, Wo) with Ho = H + 2pad - k + 1,
  * Wo = W + 2pad - k + 1; work: dfl_k_conv2d_work_floats(N, C, H, W, O, k, pad) floats.
- * Method: im2col + cblas_sgemm (k == 1, pad == 0 is a plain GEMM on x). Columns are processed in
- * blocks (rows of one image, or several small images) sized to stay in L2; blocks are spread
- * over OpenMP threads with single-threaded BLAS inside, or, when the batch is smaller than the
- * thread count, run in turn with threaded BLAS. */
+ * Method (see ops_conv.c): 3x3 with pad 1, when built for AVX2 + FMA, runs a direct
+ * convolution (padded flat layout, register-blocked micro-kernel; no im2col, no BLAS).
+ * Otherwise im2col + cblas_sgemm over blocks of output columns (rows of one image, or several
+ * small images) sized to stay in L2; k == 1, pad == 0 is a plain GEMM on x. Work is spread over
+ * OpenMP threads by image (single-threaded BLAS inside), or, when the batch is smaller than the
+ * thread count, images run in turn with threads (or threaded BLAS) inside each. */
 void dfl_k_conv2d_fwd(const float *x, const float *w, const float *b, float *y, int N, int C,
                       int H, int W, int O, int k, int pad, float *work);
 /* Backward of dfl_k_conv2d_fwd. x (N, C, H, W), w (O, C, k, k), dy (N, O, Ho, Wo);
  * dx (N, C, H, W) or NULL, dw (O, C, k, k) or NULL, db (O) or NULL; work as for the forward.
- * dw: per-thread partial sums of dY col^T, reduced at the end. dx: the transposed convolution,
- * computed as a correlation of dy (padding k-1-pad) with the flipped, transposed kernel
- * w'[c,o,i,j] = w[o,c,k-1-i,k-1-j], accumulated directly into dx by the GEMM (no col2im). */
+ * dw: per-thread partial sums (dY col^T, or the direct dW kernel for 3x3 pad 1 on images with
+ * at least 16 output vectors), reduced at the end. dx: the transposed convolution, computed as a
+ * correlation of dy (padding k-1-pad) with the flipped, transposed kernel
+ * w'[c,o,i,j] = w[o,c,k-1-i,k-1-j] by the forward machinery, accumulated into dx (no col2im). */
 void dfl_k_conv2d_bwd(const float *x, const float *w, const float *dy, float *dx, float *dw,
                       float *db, int N, int C, int H, int W, int O, int k, int pad, float *work);
-/* Tuning: floats of im2col block per thread the planner aims for (0 restores the default). For
- * benchmarks; returns the previous value. Not thread-safe against concurrent conv calls. */
+/* Tuning: floats of im2col block per thread the planner aims for. 0 restores the default
+ * (65536, with GEMMs kept at least 196 columns wide); an explicit size is taken as is (down to
+ * one output row per block). For benchmarks and tests; returns the previous setting (0 for the
+ * default). Not thread-safe against concurrent conv calls. */
 size_t dfl_k_conv2d_set_block(size_t floats);
+/* Testing: 0 sends 3x3 pad 1 convolutions through im2col + GEMM too, 1 (default) uses the direct
+ * kernels where they are compiled in. Returns the previous value. Not thread-safe. */
+int dfl_k_conv2d_set_direct(int on);
 
 /* Naive direct-loop references (no im2col, no BLAS). Same shapes and semantics as above. */
 void dfl_k_conv2d_fwd_ref(const float *x, const float *w, const float *b, float *y, int N, int C,
@@ -102,7 +110,8 @@ void dfl_k_group_norm_bwd_ref(const float *x, const float *gamma, const float *m
 
 /* SiLU / swish, y = x sigmoid(x) (Elfwing, Uchibe & Doya 2018, "Sigmoid-weighted linear units";
  * Hendrycks & Gimpel 2016, "GELUs"; Ramachandran et al. 2017). x (n), y (n). The fast kernel uses
- * a vectorisable exp (range reduction + polynomial, ~2 ulp). */
+ * a vectorisable exp (range reduction + polynomial, ~2 ulp) with its argument clamped to
+ * [-87, 87], so for x < -87 it returns about x e^-87 (|y| < 1e-35) instead of x e^x. */
 void dfl_k_silu_fwd(const float *x, float *y, size_t n);
 /* dx += dy * s (1 + x (1 - s)), s = sigmoid(x). x, dy, dx (n). */
 void dfl_k_silu_bwd(const float *x, const float *dy, float *dx, size_t n);

@@ -490,12 +490,13 @@ int cmd_train(int argc, char **argv)
         double gn = 0;
         if (!isfinite(lv) || dfl_backward(ctx, loss) || dfl_adam_step(&opt, &gn)) {
             dfl_progress_end(&prog);
+            if (isfinite(lv) && !isfinite(gn)) lv = gn; /* the loss was finite, its gradient was not */
             if (last_good >= 0 || o.resume)
-                snprintf(msg, sizeof msg, "loss is %s (gradient norm %g) at step %ld; training stopped, the last good checkpoint %s is kept (try a lower --lr)",
-                         fmt_value(lv), gn, step + 1, p_model);
+                snprintf(msg, sizeof msg, "loss or gradient is %s at step %ld; training stopped, the last good checkpoint %s is kept (try a lower --lr)",
+                         fmt_value(lv), step + 1, p_model);
             else
-                snprintf(msg, sizeof msg, "loss is %s (gradient norm %g) at step %ld, before any checkpoint was written; training stopped (try a lower --lr)",
-                         fmt_value(lv), gn, step + 1);
+                snprintf(msg, sizeof msg, "loss or gradient is %s at step %ld, before any checkpoint was written; training stopped (try a lower --lr)",
+                         fmt_value(lv), step + 1);
             fail_cli(msg);
             goto done;
         }
@@ -533,7 +534,9 @@ int cmd_train(int argc, char **argv)
     logf = NULL;
     int nl = 0;
     float *losses = read_losses(p_log, &nl);
-    if (losses && nl > 0 && dfl_png_plot_lines(p_plot, losses, nl, 640, 400, "training loss"))
+    char title[96];
+    snprintf(title, sizeof title, "training loss, one point per %d steps", o.log_every);
+    if (losses && nl > 0 && dfl_png_plot_lines(p_plot, losses, nl, 640, 400, title))
         fprintf(stderr, "difflow: warning: loss plot: %s\n", dfl_last_error());
     free(losses);
 
