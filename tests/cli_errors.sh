@@ -27,6 +27,12 @@ expect_error "unknown method" "--method" -- "$BIN" train --method ddpm9
 expect_error "unknown data" "--data" -- "$BIN" train --data imagenet
 expect_error "preset vs data" "--preset" -- "$BIN" train --data moons --preset fmnist-unet-s
 expect_error "zero steps" "--steps" -- "$BIN" train --data moons --steps 0 --out "$T/z"
+expect_error "negative steps" "--steps" -- "$BIN" train --data moons --steps -5 --out "$T/z"
+expect_error "negative batch" "--batch" -- "$BIN" train --data moons --batch -3 --out "$T/z"
+expect_error "negative lr" "--lr" -- "$BIN" train --data moons --lr -2 --out "$T/z"
+expect_error "negative warmup" "--warmup" -- "$BIN" train --data moons --warmup -1 --out "$T/z"
+expect_error "zero log interval" "--log-every" -- "$BIN" train --data moons --log-every 0 --out "$T/z"
+[ -e "$T/z" ] && { echo "FAIL a refused run created its directory"; nfail=$((nfail+1)); }
 expect_error "missing dataset" "$T/nodata" -- "$BIN" train --data-dir "$T/nodata" --out "$T/nd"
 mkdir -p "$T/trunc"
 if [ -d /usr/share/datasets/fashion-mnist ]; then
@@ -70,6 +76,9 @@ expect_error "bad sampler" "--sampler" -- "$BIN" sample --ckpt "$CK" --sampler m
 expect_error "bad schedule" "--schedule" -- "$BIN" sample --ckpt "$CK" --schedule cosine
 expect_error "zero sample steps" "--steps" -- "$BIN" sample --ckpt "$CK" --steps 0
 expect_error "bad output dir" "/nonexistent_dir" -- "$BIN" sample --ckpt "$CK" -o /nonexistent_dir/x.csv
+expect_error "bad output extension" "-o" -- "$BIN" sample --ckpt "$CK" -o "$T/x.txt"
+expect_error "ckpt is a directory" "directory" -- "$BIN" sample --ckpt "$T"
+expect_error "zero samples" "-n" -- "$BIN" sample --ckpt "$CK" -n 0
 [ "$sum_before" = "$(sha256sum "$CK" "$T/good/train_state.safetensors")" ] || { echo "FAIL checkpoint changed"; nfail=$((nfail+1)); }
 for c in train sample info bench; do "$BIN" $c --help >/dev/null || { echo "FAIL $c --help"; nfail=$((nfail+1)); }; done
 echo "cli_errors: $nfail failed"

@@ -4,7 +4,9 @@
  *     counts and conv blocking choices.
  * (b) Every op's backward (through the tape, dfl_backward_vjp with a random cotangent r) against
  *     central finite differences of L = sum(r * f(x)) computed with double-precision forward
- *     functions written here, for every input (data and parameters).
+ *     functions written here, for every input (data and parameters): on hand-picked shapes, then
+ *     on shapes drawn from a seeded RNG (test_grad_random_shapes; failures print the shapes and
+ *     the seed, DFL_TEST_SEED / DFL_TEST_TRIALS change the base seed and the trial count).
  * (c) Tape behaviour: accumulation when a tensor is used twice, persistent parameter grads,
  *     no-grad mode, errors and NULL propagation.
  */
@@ -75,6 +77,23 @@ static int close_f(const char *what, const float *got, const float *ref, size_t 
 
 #define CHECK_F(what, got, ref, n, tol) assert_true(close_f(what, got, ref, n, tol))
 #define CHECK_D(what, got, ref, n, tol) assert_true(close_d(what, got, ref, n, tol))
+
+/* Seeds of the random-shape tests: DFL_TEST_SEED sets the base seed, DFL_TEST_TRIALS the trials
+ * per op (defaults below). */
+#define RAND_SEED_DEFAULT 0x5eedULL
+#define RAND_TRIALS_DEFAULT 3
+
+static uint64_t env_u64(const char *name, uint64_t dflt)
+{
+    const char *s = getenv(name);
+    if (!s || !*s) return dflt;
+    char *end;
+    unsigned long long v = strtoull(s, &end, 0);
+    return *end ? dflt : (uint64_t)v;
+}
+
+/* Uniform integer in [lo, hi]. */
+static int rnd_int(dfl_rng *r, int lo, int hi) { return lo + (int)dfl_rng_below(r, (uint32_t)(hi - lo + 1)); }
 
 static int setup(void **state)
 {
@@ -373,6 +392,109 @@ static void test_misc_kernels(void **state)
     }
 }
 
+/* The kernels with the simplest references (scale, axpy, fill_add, concat, sq_err and its
+ * backward, sum, broadcast_shape) on random sizes, small and above the OpenMP threshold
+ * (PAR_MIN = 2^15 elements), with gradient pointers NULL at random. Seeds as for the random
+ * gradient checks below (DFL_TEST_SEED, DFL_TEST_TRIALS). */
+static void test_misc_kernels_random(void **state)
+{
+    (void)state;
+    uint64_t base = env_u64("DFL_TEST_SEED", RAND_SEED_DEFAULT);
+    int trials = 2 * (int)env_u64("DFL_TEST_TRIALS", RAND_TRIALS_DEFAULT);
+    for (int t = 0; t < trials; t++) {
+        uint64_t seed = base * 1000003ULL + 999983ULL + (uint64_t)t;
+        dfl_rng_init(&g_rng, seed);
+        int big = t & 1;
+        char what[160];
+#define KCHECK(name, got, ref, n, tol)                                                            \
+    do {                                                                                          \
+        snprintf(what, sizeof what, "%s {n %zu, seed %llu = trial %d of DFL_TEST_SEED=%llu}",      \
+                 name, (size_t)(n), (unsigned long long)seed, t, (unsigned long long)base);       \
+        if (!close_f(what, got, ref, n, tol)) fail_msg("%s differs from the reference", what);   \
+    } while (0)
+        /* scale, axpy, fill_add */
+        {
+            size_t n = big ? (size_t)(1 << 15) + (size_t)rnd_int(&g_rng, 1, 5000) : (size_t)rnd_int(&g_rng, 1, 300);
+            float s = 4.0f * dfl_rng_uniform(&g_rng) - 2.0f;
+            float *x = rand_buf(n, 1), *y = rand_buf(n, 1), *yr = rand_buf(n, 1);
+            float *dx = rand_buf(n, GSCALE), *dxr = copy_buf(dx, n);
+            dfl_k_scale_fwd(x, s, y, n);
+            dfl_k_scale_fwd_ref(x, s, yr, n);
+            KCHECK("scale y", y, yr, n, 1e-7);
+            dfl_k_axpy(s, x, dx, n);
+            dfl_k_axpy_ref(s, x, dxr, n);
+            KCHECK("axpy", dx, dxr, n, 1e-6);
+            dfl_k_fill_add(s, dx, n);
+            dfl_k_fill_add_ref(s, dxr, n);
+            KCHECK("fill_add", dx, dxr, n, 1e-6);
+            double sm = dfl_k_sum(x, n), smr = dfl_k_sum_ref(x, n);
+            if (!(fabs(sm - smr) <= 1e-9 * (fabs(smr) + 1.0)))
+                fail_msg("sum {n %zu, seed %llu}: %.17g vs ref %.17g", n, (unsigned long long)seed, sm, smr);
+            free(x); free(y); free(yr); free(dx); free(dxr);
+        }
+        /* concat: y = [a; b] per sample, and its backward with da / db NULL at random */
+        {
+            int N = rnd_int(&g_rng, 1, 5);
+            size_t Sa = (size_t)rnd_int(&g_rng, 1, 60), Sb = (size_t)rnd_int(&g_rng, 1, 60);
+            if (big) { Sa *= 200; Sb *= 200; }
+            size_t na = (size_t)N * Sa, nb = (size_t)N * Sb, ny = na + nb;
+            float *a = rand_buf(na, 1), *b = rand_buf(nb, 1), *y = rand_buf(ny, 1), *yr = rand_buf(ny, 1);
+            float *dy = rand_buf(ny, 1), *da = rand_buf(na, GSCALE), *db = rand_buf(nb, GSCALE);
+            float *dar = copy_buf(da, na), *dbr = copy_buf(db, nb);
+            int mask = rnd_int(&g_rng, 0, 3);
+            dfl_k_concat_fwd(a, b, y, N, Sa, Sb);
+            dfl_k_concat_fwd_ref(a, b, yr, N, Sa, Sb);
+            KCHECK("concat y", y, yr, ny, 0.0);
+            dfl_k_concat_bwd(dy, mask & 1 ? da : NULL, mask & 2 ? db : NULL, N, Sa, Sb);
+            dfl_k_concat_bwd_ref(dy, mask & 1 ? dar : NULL, mask & 2 ? dbr : NULL, N, Sa, Sb);
+            KCHECK("concat da", da, dar, na, 1e-7);
+            KCHECK("concat db", db, dbr, nb, 1e-7);
+            free(a); free(b); free(y); free(yr); free(dy); free(da); free(db); free(dar); free(dbr);
+        }
+        /* squared error and its backward, with and without per-sample weights */
+        {
+            int N = rnd_int(&g_rng, 1, 6);
+            size_t per = (size_t)rnd_int(&g_rng, 1, 80);
+            if (big) per *= 150;
+            size_t n = (size_t)N * per;
+            int weighted = rnd_int(&g_rng, 0, 1), mask = rnd_int(&g_rng, 0, 3);
+            float g = 2.0f * dfl_rng_normal(&g_rng);
+            float *a = rand_buf(n, 1), *b = rand_buf(n, 1), *w = rand_buf((size_t)N, 1);
+            for (int i = 0; i < N; i++) w[i] = fabsf(w[i]) + 0.1f;
+            const float *wp = weighted ? w : NULL;
+            float *da = rand_buf(n, GSCALE), *db = rand_buf(n, GSCALE);
+            float *dar = copy_buf(da, n), *dbr = copy_buf(db, n);
+            double e = dfl_k_sq_err(a, b, wp, n, N), er = dfl_k_sq_err_ref(a, b, wp, n, N);
+            if (!(fabs(e - er) <= 1e-9 * (fabs(er) + 1.0)))
+                fail_msg("sq_err {N %d, n %zu, w %d, seed %llu}: %.17g vs ref %.17g", N, n, weighted,
+                         (unsigned long long)seed, e, er);
+            dfl_k_sq_err_bwd(a, b, wp, g, mask & 1 ? da : NULL, mask & 2 ? db : NULL, n, N);
+            dfl_k_sq_err_bwd_ref(a, b, wp, g, mask & 1 ? dar : NULL, mask & 2 ? dbr : NULL, n, N);
+            KCHECK(weighted ? "sq_err_bwd da (weighted)" : "sq_err_bwd da", da, dar, n, 1e-6);
+            KCHECK(weighted ? "sq_err_bwd db (weighted)" : "sq_err_bwd db", db, dbr, n, 1e-6);
+            free(a); free(b); free(w); free(da); free(db); free(dar); free(dbr);
+        }
+#undef KCHECK
+        /* broadcast_shape against the NumPy rule, on compatible and incompatible shapes */
+        for (int rep = 0; rep < 20; rep++) {
+            int an = rnd_int(&g_rng, 1, 4), bn = rnd_int(&g_rng, 1, 4), ash[4], bsh[4], y4[4] = {0}, e4[4];
+            for (int d = 0; d < an; d++) ash[d] = rnd_int(&g_rng, 1, 3);
+            for (int d = 0; d < bn; d++) bsh[d] = rnd_int(&g_rng, 1, 3);
+            int ok = 1, nd = an > bn ? an : bn;
+            for (int d = 0; d < 4; d++) {
+                int da = d < an ? ash[an - 1 - d] : 1, db = d < bn ? bsh[bn - 1 - d] : 1;
+                if (da != db && da != 1 && db != 1) ok = 0;
+                e4[3 - d] = da > db ? da : db;
+            }
+            int got = dfl_k_broadcast_shape(an, ash, bn, bsh, y4);
+            if (got != (ok ? nd : -1) || (ok && memcmp(y4, e4, sizeof e4)))
+                fail_msg("broadcast_shape rank %d / %d: got %d (%d,%d,%d,%d), want %d (%d,%d,%d,%d) {seed %llu}",
+                         an, bn, got, y4[0], y4[1], y4[2], y4[3], ok ? nd : -1, e4[0], e4[1], e4[2],
+                         e4[3], (unsigned long long)seed);
+        }
+    }
+}
+
 /* ================================================================== (b) gradient checks */
 
 /* A test case: inputs (shapes, data or parameter), op parameters. */
@@ -447,7 +569,7 @@ static void gradcheck(const gc_case *c, gc_op op, gc_ref ref)
             xd[i][j] = save;
             num[j] = (lp - lm) / (2.0 * h);
         }
-        char what[96];
+        char what[400];
         snprintf(what, sizeof what, "%s: d/d input %d", c->name, i);
         if (!close_d(what, in[i]->grad, num, n, 1e-3)) fail_msg("%s: gradient mismatch", what);
         free(num);
@@ -762,6 +884,258 @@ static void test_grad_shape_reduce(void **state)
     gradcheck(&ew, op_mse, ref_mse);
 }
 
+/* ---- the same checks on random shapes
+ *
+ * Every op again, on shapes drawn from a seeded dfl_rng within small ranges (the finite
+ * differences cost two reference forwards per input element). Each trial reseeds g_rng with its
+ * own seed, derived from a base seed and the (op, trial) pair, and draws the shapes, the op
+ * parameters, which inputs are parameters or need no gradient, and then the data and the
+ * cotangent from it, so a failure (its message names the shapes and the seed) is reproducible.
+ * Environment: DFL_TEST_SEED sets the base seed (default below), DFL_TEST_TRIALS the trials per
+ * op (default 3): e.g. DFL_TEST_TRIALS=200 for a longer sweep. */
+
+/* Draws the shapes and parameters of one case into c (ndim, shape, nin, ipar, fpar, w, offset)
+ * and writes op-specific details (for the failure message) into tag. */
+typedef void (*gc_gen)(gc_case *c, dfl_rng *r, float *wbuf, char *tag, size_t cap);
+
+static void gen_linear(gc_case *c, dfl_rng *r, float *wbuf, char *tag, size_t cap)
+{
+    (void)wbuf;
+    int K = rnd_int(r, 1, 8), out = rnd_int(r, 1, 6);
+    c->ndim[0] = rnd_int(r, 1, 3);
+    for (int d = 0; d < c->ndim[0] - 1; d++) c->shape[0][d] = rnd_int(r, 1, 4);
+    c->shape[0][c->ndim[0] - 1] = K;
+    c->ndim[1] = 2; c->shape[1][0] = out; c->shape[1][1] = K;
+    c->ndim[2] = 1; c->shape[2][0] = out;
+    c->nin = rnd_int(r, 2, 3); /* with or without bias */
+    snprintf(tag, cap, "%s", c->nin > 2 ? "bias" : "no bias");
+}
+
+static void gen_conv(gc_case *c, dfl_rng *r, int k, int pad, char *tag, size_t cap)
+{
+    int N = rnd_int(r, 1, 2), C = rnd_int(r, 1, 4), H = rnd_int(r, 1, 9), W = rnd_int(r, 1, 9);
+    int O = rnd_int(r, 1, 4);
+    c->ndim[0] = 4; c->shape[0][0] = N; c->shape[0][1] = C; c->shape[0][2] = H; c->shape[0][3] = W;
+    c->ndim[1] = 4; c->shape[1][0] = O; c->shape[1][1] = C; c->shape[1][2] = k; c->shape[1][3] = k;
+    c->ndim[2] = 1; c->shape[2][0] = O;
+    c->nin = rnd_int(r, 2, 3);
+    c->ipar[0] = pad;
+    snprintf(tag, cap, "k %d pad %d, %s", k, pad, c->nin > 2 ? "bias" : "no bias");
+}
+static void gen_conv3(gc_case *c, dfl_rng *r, float *wbuf, char *tag, size_t cap) { (void)wbuf; gen_conv(c, r, 3, 1, tag, cap); }
+static void gen_conv1(gc_case *c, dfl_rng *r, float *wbuf, char *tag, size_t cap) { (void)wbuf; gen_conv(c, r, 1, 0, tag, cap); }
+
+static void gen_group_norm(gc_case *c, dfl_rng *r, float *wbuf, char *tag, size_t cap)
+{
+    (void)wbuf;
+    static const float eps[3] = {1e-5f, 1e-3f, 0.1f};
+    int C = rnd_int(r, 1, 8), divs[8], nd = 0;
+    for (int g = 1; g <= C; g++)
+        if (C % g == 0) divs[nd++] = g;
+    c->ndim[0] = rnd_int(r, 2, 4);
+    c->shape[0][0] = rnd_int(r, 1, 3);
+    c->shape[0][1] = C;
+    for (int d = 2; d < c->ndim[0]; d++) c->shape[0][d] = rnd_int(r, 1, 4);
+    c->ndim[1] = c->ndim[2] = 1;
+    c->shape[1][0] = c->shape[2][0] = C;
+    c->nin = 3;
+    c->ipar[0] = divs[dfl_rng_below(r, (uint32_t)nd)];
+    c->fpar[0] = eps[dfl_rng_below(r, 3)];
+    c->offset = 3.0f * dfl_rng_uniform(r);
+    snprintf(tag, cap, "G %d, eps %g, offset %.3g", c->ipar[0], (double)c->fpar[0], (double)c->offset);
+}
+
+/* Any shape of rank 1..4 with dims in [1, maxd]. */
+static void gen_any(gc_case *c, dfl_rng *r, int i, int maxd)
+{
+    c->ndim[i] = rnd_int(r, 1, 4);
+    for (int d = 0; d < c->ndim[i]; d++) c->shape[i][d] = rnd_int(r, 1, maxd);
+}
+
+static void gen_silu(gc_case *c, dfl_rng *r, float *wbuf, char *tag, size_t cap)
+{
+    (void)wbuf;
+    gen_any(c, r, 0, 5);
+    c->nin = 1;
+    c->offset = 2.0f * dfl_rng_normal(r);
+    snprintf(tag, cap, "offset %.3g", (double)c->offset);
+}
+
+/* Output shape of rank 1..4; a and b take its trailing dims (a random rank each), with each dim
+ * set to 1 (broadcast) at random. */
+static void gen_binary(gc_case *c, dfl_rng *r, dfl_k_binop op, char *tag, size_t cap)
+{
+    static const char *names[3] = {"add", "sub", "mul"};
+    int yr = rnd_int(r, 1, 4), ysh[4];
+    for (int d = 0; d < yr; d++) ysh[d] = rnd_int(r, 1, 4);
+    for (int i = 0; i < 2; i++) {
+        c->ndim[i] = rnd_int(r, 1, yr);
+        for (int d = 0; d < c->ndim[i]; d++)
+            c->shape[i][d] = dfl_rng_below(r, 3) == 0 ? 1 : ysh[yr - c->ndim[i] + d];
+    }
+    c->nin = 2;
+    c->ipar[0] = (int)op;
+    snprintf(tag, cap, "%s", names[op]);
+}
+static void gen_add(gc_case *c, dfl_rng *r, float *wbuf, char *tag, size_t cap) { (void)wbuf; gen_binary(c, r, DFL_K_ADD, tag, cap); }
+static void gen_sub(gc_case *c, dfl_rng *r, float *wbuf, char *tag, size_t cap) { (void)wbuf; gen_binary(c, r, DFL_K_SUB, tag, cap); }
+static void gen_mul(gc_case *c, dfl_rng *r, float *wbuf, char *tag, size_t cap) { (void)wbuf; gen_binary(c, r, DFL_K_MUL, tag, cap); }
+
+static void gen_scale(gc_case *c, dfl_rng *r, float *wbuf, char *tag, size_t cap)
+{
+    (void)wbuf;
+    gen_any(c, r, 0, 5);
+    c->nin = 1;
+    c->fpar[0] = 5.0f * dfl_rng_uniform(r) - 2.5f;
+    snprintf(tag, cap, "s %.6g", (double)c->fpar[0]);
+}
+
+static void gen_add_channel(gc_case *c, dfl_rng *r, float *wbuf, char *tag, size_t cap)
+{
+    (void)wbuf;
+    c->ndim[0] = rnd_int(r, 2, 4);
+    c->shape[0][0] = rnd_int(r, 1, 3);
+    c->shape[0][1] = rnd_int(r, 1, 4);
+    for (int d = 2; d < c->ndim[0]; d++) c->shape[0][d] = rnd_int(r, 1, 5);
+    c->ndim[1] = 2; c->shape[1][0] = c->shape[0][0]; c->shape[1][1] = c->shape[0][1];
+    c->nin = 2;
+    snprintf(tag, cap, "-");
+}
+
+static void gen_avg_pool2(gc_case *c, dfl_rng *r, float *wbuf, char *tag, size_t cap)
+{
+    (void)wbuf;
+    c->ndim[0] = 4;
+    c->shape[0][0] = rnd_int(r, 1, 2); c->shape[0][1] = rnd_int(r, 1, 3);
+    c->shape[0][2] = 2 * rnd_int(r, 1, 4); c->shape[0][3] = 2 * rnd_int(r, 1, 4);
+    c->nin = 1;
+    snprintf(tag, cap, "-");
+}
+
+static void gen_upsample2(gc_case *c, dfl_rng *r, float *wbuf, char *tag, size_t cap)
+{
+    (void)wbuf;
+    c->ndim[0] = 4;
+    c->shape[0][0] = rnd_int(r, 1, 2); c->shape[0][1] = rnd_int(r, 1, 3);
+    c->shape[0][2] = rnd_int(r, 1, 4); c->shape[0][3] = rnd_int(r, 1, 4);
+    c->nin = 1;
+    snprintf(tag, cap, "-");
+}
+
+static void gen_concat(gc_case *c, dfl_rng *r, float *wbuf, char *tag, size_t cap)
+{
+    (void)wbuf;
+    int nd = rnd_int(r, 2, 4);
+    c->ndim[0] = c->ndim[1] = nd;
+    c->shape[0][0] = c->shape[1][0] = rnd_int(r, 1, 3);
+    c->shape[0][1] = rnd_int(r, 1, 4);
+    c->shape[1][1] = rnd_int(r, 1, 4);
+    for (int d = 2; d < nd; d++) c->shape[0][d] = c->shape[1][d] = rnd_int(r, 1, 4);
+    c->nin = 2;
+    snprintf(tag, cap, "-");
+}
+
+static void gen_sum(gc_case *c, dfl_rng *r, float *wbuf, char *tag, size_t cap)
+{
+    (void)wbuf;
+    gen_any(c, r, 0, 5);
+    c->nin = 1;
+    c->ipar[0] = 0;
+    snprintf(tag, cap, "-");
+}
+
+static void gen_mean(gc_case *c, dfl_rng *r, float *wbuf, char *tag, size_t cap)
+{
+    gen_sum(c, r, wbuf, tag, cap);
+    c->ipar[0] = 1;
+}
+
+static void gen_mse(gc_case *c, dfl_rng *r, float *wbuf, char *tag, size_t cap, int weighted)
+{
+    gen_any(c, r, 0, 4);
+    c->ndim[1] = c->ndim[0];
+    memcpy(c->shape[1], c->shape[0], sizeof c->shape[0]);
+    c->nin = 2;
+    int pos = 0;
+    pos += snprintf(tag, cap, "%s", weighted ? "w" : "no weights");
+    if (weighted) {
+        for (int n = 0; n < c->shape[0][0]; n++) {
+            wbuf[n] = 0.1f + 2.0f * dfl_rng_uniform(r);
+            if (pos < (int)cap) pos += snprintf(tag + pos, cap - (size_t)pos, "%s%.3g", n ? "," : " (", (double)wbuf[n]);
+        }
+        if (pos < (int)cap) snprintf(tag + pos, cap - (size_t)pos, ")");
+        c->w = wbuf;
+    }
+}
+static void gen_mse0(gc_case *c, dfl_rng *r, float *wbuf, char *tag, size_t cap) { gen_mse(c, r, wbuf, tag, cap, 0); }
+static void gen_mse1(gc_case *c, dfl_rng *r, float *wbuf, char *tag, size_t cap) { gen_mse(c, r, wbuf, tag, cap, 1); }
+
+static const struct {
+    const char *name;
+    gc_gen gen;
+    gc_op op;
+    gc_ref ref;
+} rand_ops[] = {
+    {"linear", gen_linear, op_linear, ref_linear},
+    {"conv2d", gen_conv3, op_conv, ref_conv},
+    {"conv2d", gen_conv1, op_conv, ref_conv},
+    {"group_norm", gen_group_norm, op_group_norm, ref_group_norm},
+    {"silu", gen_silu, op_silu, ref_silu},
+    {"add", gen_add, op_binary, ref_binary},
+    {"sub", gen_sub, op_binary, ref_binary},
+    {"mul", gen_mul, op_binary, ref_binary},
+    {"scale", gen_scale, op_scale, ref_scale},
+    {"add_channel", gen_add_channel, op_add_channel, ref_add_channel},
+    {"avg_pool2", gen_avg_pool2, op_avg_pool2, ref_avg_pool2},
+    {"upsample2", gen_upsample2, op_upsample2, ref_upsample2},
+    {"concat_channels", gen_concat, op_concat, ref_concat},
+    {"sum", gen_sum, op_sum, ref_sum},
+    {"mean", gen_mean, op_sum, ref_sum},
+    {"mse", gen_mse0, op_mse, ref_mse},
+    {"mse", gen_mse1, op_mse, ref_mse},
+};
+
+/* "(2,3,5,7)" */
+static int shape_fmt(char *buf, size_t cap, int nd, const int *sh)
+{
+    int pos = snprintf(buf, cap, "(");
+    for (int d = 0; d < nd && pos < (int)cap; d++) pos += snprintf(buf + pos, cap - (size_t)pos, "%s%d", d ? "," : "", sh[d]);
+    if (pos < (int)cap) pos += snprintf(buf + pos, cap - (size_t)pos, ")");
+    return pos;
+}
+
+static void test_grad_random_shapes(void **state)
+{
+    (void)state;
+    uint64_t base = env_u64("DFL_TEST_SEED", RAND_SEED_DEFAULT);
+    int trials = (int)env_u64("DFL_TEST_TRIALS", RAND_TRIALS_DEFAULT);
+    for (size_t k = 0; k < sizeof rand_ops / sizeof rand_ops[0]; k++)
+        for (int t = 0; t < trials; t++) {
+            uint64_t seed = base * 1000003ULL + k * 1009ULL + (uint64_t)t;
+            dfl_rng_init(&g_rng, seed);
+            gc_case c;
+            memset(&c, 0, sizeof c);
+            float wbuf[8];
+            char tag[96], name[320];
+            rand_ops[k].gen(&c, &g_rng, wbuf, tag, sizeof tag);
+            /* which inputs are heap parameters, and (sometimes) one that needs no gradient */
+            for (int i = 0; i < c.nin; i++) c.param[i] = (int)dfl_rng_below(&g_rng, 2);
+            if (c.nin > 1 && dfl_rng_below(&g_rng, 3) == 0) c.nograd[dfl_rng_below(&g_rng, (uint32_t)c.nin)] = 1;
+            int pos = snprintf(name, sizeof name, "%s [%s]", rand_ops[k].name, tag);
+            for (int i = 0; i < c.nin && pos < (int)sizeof name; i++) {
+                pos += snprintf(name + pos, sizeof name - (size_t)pos, " in%d ", i);
+                if (pos < (int)sizeof name) pos += shape_fmt(name + pos, sizeof name - (size_t)pos, c.ndim[i], c.shape[i]);
+                if (pos < (int)sizeof name && (c.param[i] || c.nograd[i]))
+                    pos += snprintf(name + pos, sizeof name - (size_t)pos, "%s%s", c.param[i] ? " param" : "", c.nograd[i] ? " nograd" : "");
+            }
+            if (pos < (int)sizeof name)
+                snprintf(name + pos, sizeof name - (size_t)pos, " {seed %llu = trial %d of DFL_TEST_SEED=%llu}",
+                         (unsigned long long)seed, t, (unsigned long long)base);
+            c.name = name;
+            gradcheck(&c, rand_ops[k].op, rand_ops[k].ref);
+        }
+}
+
 /* ================================================================== (c) tape behaviour */
 
 static void test_accumulate_twice(void **state)
@@ -874,11 +1248,13 @@ int main(void)
         cmocka_unit_test(test_silu_kernels),
         cmocka_unit_test(test_binary_kernels),
         cmocka_unit_test(test_misc_kernels),
+        cmocka_unit_test(test_misc_kernels_random),
         cmocka_unit_test(test_grad_linear),
         cmocka_unit_test(test_grad_conv),
         cmocka_unit_test(test_grad_group_norm),
         cmocka_unit_test(test_grad_elementwise),
         cmocka_unit_test(test_grad_shape_reduce),
+        cmocka_unit_test(test_grad_random_shapes),
         cmocka_unit_test(test_accumulate_twice),
         cmocka_unit_test(test_no_grad),
         cmocka_unit_test(test_errors),

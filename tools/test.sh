@@ -5,5 +5,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 tools/build.sh
-python3 -c "import safetensors.numpy, numpy" 2>/dev/null || python3 -m pip install -q safetensors numpy
+# A private virtual environment in build/ (Debian's system Python refuses global pip installs).
+if ! build/pyenv/bin/python -c "import safetensors.numpy, numpy" 2>/dev/null; then
+  python3 -m venv build/pyenv
+  build/pyenv/bin/python -m pip install -q --disable-pip-version-check safetensors numpy
+fi
+export DFL_PYTHON="$PWD/build/pyenv/bin/python"
 cd build && ctest --output-on-failure -j2

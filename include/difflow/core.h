@@ -52,7 +52,8 @@ typedef struct dfl_tensor {
     int shape[DFL_MAX_DIMS];
     size_t n;          /* number of elements */
     int requires_grad; /* parameters, and any tensor computed from one while recording */
-    int owned;         /* 1: data/grad malloc'd by dfl_tensor_new, freed by dfl_tensor_free */
+    int owned;         /* 1: data malloc'd by dfl_tensor_new, freed by dfl_tensor_free */
+    int grad_owned;    /* 1: grad malloc'd by dfl_tensor_new (else arena or NULL) */
 } dfl_tensor;
 
 /* Heap tensor (parameters, persistent buffers), zero-filled; grad allocated when requires_grad.

@@ -64,7 +64,9 @@ float dfl_model_cnoise(const dfl_model *m, double t);
  *   FM (velocity u = eps - x0):  x0_hat = x - t u,  eps_hat = x + (1 - t) u.
  *   EDM (F-parameterization): x0_hat = c_skip x + c_out F(c_in x; c_noise) (EDM Eq. 7, Table 1),
  *                             eps_hat = (x - x0_hat)/sigma.
- * x holds n_per * N floats with shape `shape` (ndim dims, shape[0] = N). */
+ * x holds n_per * N floats with shape `shape` (ndim dims, shape[0] = N).
+ * Errors: DFL_ERR_SHAPE (shape does not fit the network), DFL_ERR_ARG (EDM at sigma = 0),
+ * DFL_ERR_NOMEM. */
 dfl_status dfl_denoise(dfl_ctx *ctx, const dfl_model *m, const float *x, int ndim, const int *shape,
                        double t, float *x0_hat, float *eps_hat);
 
@@ -74,7 +76,8 @@ dfl_status dfl_denoise(dfl_ctx *ctx, const dfl_model *m, const float *x, int ndi
  *   RF Eq. 1): t ~ U(0,1), x_t = (1 - t) x0 + t eps, loss = mean |F(x_t, t) - (eps - x0)|^2.
  *   EDM (EDM Eq. 8 with Table 1's lambda = 1/c_out^2): ln sigma ~ N(P_mean, P_std^2),
  *   x = x0 + sigma eps, loss = mean |F(c_in x; c_noise) - (x0 - c_skip x)/c_out|^2, which is
- *   lambda |D(x; sigma) - x0|^2 exactly. */
+ *   lambda |D(x; sigma) - x0|^2 exactly.
+ * Errors (NULL returned, message set): invalid shape, network shape mismatch, out of memory. */
 dfl_tensor *dfl_model_loss(dfl_ctx *ctx, const dfl_model *m, const float *x0, int ndim, const int *shape,
                            dfl_rng *rng);
 
@@ -106,13 +109,16 @@ typedef struct {
  * section 4; EDM Eq. 4 in (alpha, sigma) form) from t[0] to 0 on the schedule's grid.
  * Starts from x = sigma(t[0]) z, z ~ N(0, I) drawn from rng. Euler: first order. Heun: EDM
  * Algorithm 1 (second-order correction on every step except the last, whose end t = 0), so
- * NFE = 2N - 1 for Heun and N for Euler. x_out (N, ...) float; *nfe receives the count. */
+ * NFE = 2N - 1 for Heun and N for Euler. x_out (N, ...) float; *nfe receives the count.
+ * The ctx is reset before every network evaluation. Errors: DFL_ERR_ARG (steps < 1, rho <= 0),
+ * DFL_ERR_SHAPE, DFL_ERR_NUMERIC (a non-finite velocity, naming t), DFL_ERR_NOMEM. */
 dfl_status dfl_sample(dfl_ctx *ctx, const dfl_model *m, const dfl_sample_cfg *cfg, dfl_rng *rng,
                       int ndim, const int *shape, float *x_out, int *nfe);
 
 /* Same, starting from a given x_T (double, n floats of `shape`), writing into it; the core
  * that tests drive with closed-form denoisers. `den` is called for each NFE with (x, t) and
- * must fill x0_hat and eps_hat. */
+ * must fill x0_hat and eps_hat (float, n each). Errors: as dfl_sample, plus any status `den`
+ * returns (passed through). */
 typedef dfl_status (*dfl_denoise_fn)(void *user, const float *x, double t, float *x0_hat, float *eps_hat);
 dfl_status dfl_sample_ode(const dfl_process *p, const dfl_sample_cfg *cfg, dfl_denoise_fn den, void *user,
                           double *x, size_t n, int *nfe);

@@ -146,6 +146,8 @@ void dfl_k_binary_bwd_ref(dfl_k_binop op, const float *a, const int ash4[4], con
 void dfl_k_scale_fwd(const float *x, float s, float *y, size_t n);
 /* dx += s dy. dy (n), dx (n). (Also the backward of add/sub with equal shapes, s = +-1.) */
 void dfl_k_axpy(float s, const float *dy, float *dx, size_t n);
+void dfl_k_scale_fwd_ref(const float *x, float s, float *y, size_t n);
+void dfl_k_axpy_ref(float s, const float *dy, float *dx, size_t n);
 
 /* y[p, i] = x[p, i] + v[p] for p < P = N C, i < S (add a per-(sample, channel) value to every
  * spatial position; the time-embedding broadcast). x (N*C, S), v (N*C), y (N*C, S). */
@@ -171,6 +173,8 @@ void dfl_k_upsample2_bwd(const float *dy, float *dx, int P, int H, int W);
 void dfl_k_concat_fwd(const float *a, const float *b, float *y, int N, size_t Sa, size_t Sb);
 /* da += y-slice, db += y-slice. dy (N, Sa + Sb), da (N, Sa) or NULL, db (N, Sb) or NULL. */
 void dfl_k_concat_bwd(const float *dy, float *da, float *db, int N, size_t Sa, size_t Sb);
+void dfl_k_concat_fwd_ref(const float *a, const float *b, float *y, int N, size_t Sa, size_t Sb);
+void dfl_k_concat_bwd_ref(const float *dy, float *da, float *db, int N, size_t Sa, size_t Sb);
 void dfl_k_avg_pool2_fwd_ref(const float *x, float *y, int P, int H, int W);
 void dfl_k_avg_pool2_bwd_ref(const float *dy, float *dx, int P, int H, int W);
 void dfl_k_upsample2_fwd_ref(const float *x, float *y, int P, int H, int W);
@@ -190,7 +194,10 @@ double dfl_k_sq_err(const float *a, const float *b, const float *w, size_t n, in
 void dfl_k_sq_err_bwd(const float *a, const float *b, const float *w, float g, float *da,
                       float *db, size_t n, int N);
 double dfl_k_sum_ref(const float *x, size_t n);
+void dfl_k_fill_add_ref(float g, float *dx, size_t n);
 double dfl_k_sq_err_ref(const float *a, const float *b, const float *w, size_t n, int N);
+void dfl_k_sq_err_bwd_ref(const float *a, const float *b, const float *w, float g, float *da,
+                          float *db, size_t n, int N);
 
 #ifdef __cplusplus
 }

@@ -17,6 +17,7 @@ arg_spec *args_find(arg_spec *specs, const char *name)
 
 static void print_default(const arg_spec *s)
 {
+    if (strstr(s->help, "default")) return; /* the help text states a computed default */
     switch (s->type) {
     case ARG_STR: {
         const char *v = *(const char **)s->ptr;

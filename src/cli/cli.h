@@ -16,4 +16,9 @@ int cmd_bench(int argc, char **argv);
  * 2-D points (chosen by the extension). */
 dfl_status cli_write_samples(const char *path, const float *x, int n, int ndim, const int *shape);
 
+/* Draws n samples in chunks of `batch` from one stream seeded by `seed` (so the result does not
+ * depend on the chunk size). shape[1..] is the per-sample shape; x receives (n, ...). */
+dfl_status cli_sample_chunked(dfl_ctx *ctx, const dfl_model *m, const dfl_sample_cfg *sc, uint64_t seed, int n,
+                              int batch, int ndim, const int *shape, float *x, int *nfe);
+
 #endif

@@ -8,6 +8,23 @@
 #include "difflow/io.h"
 #include "difflow/progress.h"
 
+dfl_status cli_sample_chunked(dfl_ctx *ctx, const dfl_model *m, const dfl_sample_cfg *sc, uint64_t seed, int n,
+                              int batch, int ndim, const int *shape, float *x, int *nfe)
+{
+    /* One seeded stream, consumed chunk after chunk: the result depends on the chunk size only
+     * through floating-point summation order, never on which noise a sample gets. */
+    size_t per = dfl_shape_numel(ndim, shape) / (size_t)shape[0];
+    dfl_rng rng;
+    dfl_rng_init(&rng, seed);
+    for (int i0 = 0; i0 < n; i0 += batch) {
+        int b = n - i0 < batch ? n - i0 : batch;
+        int cs[4] = {b, shape[1], shape[2], shape[3]};
+        dfl_status st = dfl_sample(ctx, m, sc, &rng, ndim, cs, x + (size_t)i0 * per, nfe);
+        if (st) return st;
+    }
+    return DFL_OK;
+}
+
 static const char *SAMPLE_USAGE =
     "usage: difflow sample --ckpt FILE [--sampler heun|euler] [--schedule rho|uniform] [--steps N] [-n COUNT]\n"
     "                      [--seed S] [-o FILE]\n"
@@ -93,27 +110,25 @@ int cmd_sample(int argc, char **argv)
         per = (size_t)ac->dim;
     }
     if (!out) out = ndim == 2 ? "samples.csv" : "samples.png";
+    size_t ol = strlen(out);
+    int png = ol > 4 && strcmp(out + ol - 4, ".png") == 0, csv = ol > 4 && strcmp(out + ol - 4, ".csv") == 0;
+    if (!png && !(csv && ndim == 2)) {
+        fprintf(stderr, "difflow: error: output '%s' must end in %s (-o)\n", out, ndim == 2 ? ".csv or .png" : ".png");
+        dfl_net_free(m.net);
+        return 2;
+    }
     float *x = malloc((size_t)n * per * sizeof *x);
     dfl_ctx *ctx = dfl_ctx_new();
     int rc = 1, nfe_total = 0;
+    shape[0] = n;
     double t0 = dfl_now();
     if (!x || !ctx) {
         fprintf(stderr, "difflow: error: out of memory\n");
         goto done;
     }
-    /* One seeded stream, consumed chunk after chunk: the result depends on --batch only through
-     * floating-point summation order, never on which noise a sample gets. */
-    dfl_rng rng;
-    dfl_rng_init(&rng, seed);
-    for (int i0 = 0; i0 < n; i0 += batch) {
-        int b = n - i0 < batch ? n - i0 : batch;
-        int cs[4] = {b, shape[1], shape[2], shape[3]};
-        int nfe = 0;
-        if (dfl_sample(ctx, &m, &sc, &rng, ndim, cs, x + (size_t)i0 * per, &nfe)) {
-            fprintf(stderr, "difflow: error: sampling: %s\n", dfl_last_error());
-            goto done;
-        }
-        nfe_total = nfe;
+    if (cli_sample_chunked(ctx, &m, &sc, seed, n, batch, ndim, shape, x, &nfe_total)) {
+        fprintf(stderr, "difflow: error: sampling: %s\n", dfl_last_error());
+        goto done;
     }
     if (cli_write_samples(out, x, n, ndim, (int[4]){n, shape[1], shape[2], shape[3]})) {
         fprintf(stderr, "difflow: error: %s (-o)\n", dfl_last_error());

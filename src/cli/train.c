@@ -250,6 +250,42 @@ static const char *fmt_value(double v)
     return b;
 }
 
+static dfl_status write_config(const char *path, const dfl_model *m, const dfl_model_info *info)
+{
+    char *js = dfl_model_config_json(m, info);
+    if (!js) return dfl_fail(DFL_ERR_NOMEM, "%s: out of memory", path);
+    dfl_status st = dfl_write_file_atomic(path, js, strlen(js));
+    free(js);
+    return st;
+}
+
+/* On --resume, drop log rows written after the checkpoint we resume from (a crash between
+ * checkpoints would otherwise leave those steps twice). */
+static dfl_status truncate_log(const char *path, long step)
+{
+    FILE *f = fopen(path, "r");
+    if (!f) return DFL_OK; /* no log yet: a new one is started */
+    size_t cap = 1 << 16, len = 0;
+    char *buf = malloc(cap), line[512];
+    while (buf && fgets(line, sizeof line, f)) {
+        long s;
+        if (sscanf(line, "%ld,", &s) == 1 && s > step) continue;
+        size_t l = strlen(line);
+        if (len + l + 1 > cap) {
+            char *nb = realloc(buf, cap *= 2);
+            if (!nb) break;
+            buf = nb;
+        }
+        memcpy(buf + len, line, l);
+        len += l;
+    }
+    fclose(f);
+    if (!buf) return dfl_fail(DFL_ERR_NOMEM, "%s: out of memory", path);
+    dfl_status st = dfl_write_file_atomic(path, buf, len);
+    free(buf);
+    return st;
+}
+
 static int fail_cli(const char *what)
 {
     fprintf(stderr, "difflow: error: %s\n", what);
@@ -308,20 +344,25 @@ int cmd_train(int argc, char **argv)
                  o.preset, o.data);
         return fail_cli(msg);
     }
-    if (o.steps < 0) o.steps = is_images ? 720 : 4000;
-    if (o.batch < 0) o.batch = is_images ? 64 : 512;
-    if (o.lr < 0) o.lr = 1e-3;
-    if (o.warmup < 0) o.warmup = (int)(o.steps / 20);
-    if (o.ema_halflife < 0) o.ema_halflife = 0.1 * (double)o.steps * o.batch;
-    if (o.log_every <= 0) o.log_every = o.steps >= 100 ? (int)(o.steps / 100) : 1;
-    if (o.ckpt_every <= 0) o.ckpt_every = o.steps >= 4 ? (int)(o.steps / 4) : 1;
-    if (o.steps < 1) return fail_cli("--steps must be >= 1");
-    if (o.batch < 1 || o.batch > 65536) return fail_cli("--batch must be in 1..65536");
-    if (!(o.lr > 0)) return fail_cli("--lr must be > 0");
+    /* Flags given explicitly are validated as given; only absent ones take computed defaults. */
+    if (args_find(specs, "--steps")->seen && o.steps < 1) return fail_cli("--steps must be >= 1");
+    if (args_find(specs, "--batch")->seen && (o.batch < 1 || o.batch > 65536)) return fail_cli("--batch must be in 1..65536");
+    if (args_find(specs, "--lr")->seen && !(o.lr > 0)) return fail_cli("--lr must be > 0");
+    if (args_find(specs, "--warmup")->seen && o.warmup < 0) return fail_cli("--warmup must be >= 0");
+    if (args_find(specs, "--ema-halflife")->seen && o.ema_halflife < 0) return fail_cli("--ema-halflife must be >= 0");
+    if (args_find(specs, "--log-every")->seen && o.log_every < 1) return fail_cli("--log-every must be >= 1");
+    if (args_find(specs, "--ckpt-every")->seen && o.ckpt_every < 1) return fail_cli("--ckpt-every must be >= 1");
     if (o.clip < 0) return fail_cli("--clip must be >= 0");
-    if (o.n_samples < 0 || o.n_samples > 4096) return fail_cli("--samples must be in 0..4096");
+    if (o.n_samples < 0 || o.n_samples > 100000) return fail_cli("--samples must be in 0..100000");
     if (o.sample_steps < 1) return fail_cli("--sample-steps must be >= 1");
     if (o.threads < 0) return fail_cli("--threads must be >= 0");
+    if (!args_find(specs, "--steps")->seen) o.steps = is_images ? 720 : 4000;
+    if (!args_find(specs, "--batch")->seen) o.batch = is_images ? 64 : 512;
+    if (!args_find(specs, "--lr")->seen) o.lr = 1e-3;
+    if (!args_find(specs, "--warmup")->seen) o.warmup = (int)(o.steps / 20);
+    if (!args_find(specs, "--ema-halflife")->seen) o.ema_halflife = 0.1 * (double)o.steps * o.batch;
+    if (!args_find(specs, "--log-every")->seen) o.log_every = o.steps >= 100 ? (int)(o.steps / 100) : 1;
+    if (!args_find(specs, "--ckpt-every")->seen) o.ckpt_every = o.steps >= 4 ? (int)(o.steps / 4) : 1;
     dfl_set_threads(o.threads);
 
     char outdir[2048];
@@ -352,6 +393,13 @@ int cmd_train(int argc, char **argv)
             snprintf(msg, sizeof msg, "%s (install Debian's dataset-fashion-mnist or pass --data-dir)", dfl_last_error());
             return fail_cli(msg);
         }
+    }
+
+    if (is_images && (ds.c != ac.channels || ds.h != ac.height || ds.w != ac.width)) {
+        snprintf(msg, sizeof msg, "%s: images are %dx%dx%d but %s expects %dx%dx%d (--data-dir)",
+                 o.data_dir ? o.data_dir : DFL_FMNIST_DIR, ds.c, ds.h, ds.w, o.preset, ac.channels, ac.height, ac.width);
+        dfl_dataset_free(&ds);
+        return fail_cli(msg);
     }
 
     /* Model, optimizer, RNG. */
@@ -413,14 +461,12 @@ int cmd_train(int argc, char **argv)
             goto done;
         }
     }
-    char *cfg_json = dfl_model_config_json(&m, &info);
-    if (!cfg_json || dfl_write_file_atomic(p_cfg, cfg_json, strlen(cfg_json))) {
-        free(cfg_json);
+    info.step = step;
+    if (write_config(p_cfg, &m, &info) || (o.resume && truncate_log(p_log, step))) {
         snprintf(msg, sizeof msg, "%s", dfl_last_error());
         fail_cli(msg);
         goto done;
     }
-    free(cfg_json);
     logf = fopen(p_log, o.resume ? "a" : "w");
     if (!logf) {
         snprintf(msg, sizeof msg, "cannot open %s: %s", p_log, strerror(errno));
@@ -516,10 +562,13 @@ int cmd_train(int argc, char **argv)
         dfl_progress_update(&prog, step, lv);
         if (step % o.ckpt_every == 0 || step == o.steps) {
             info.step = step;
-            dfl_adam_swap_ema(&opt); /* model.safetensors holds the EMA weights */
             dfl_status st = save_state(p_state, &opt, &rng, step);
-            if (!st) st = dfl_model_save(p_model, &m, &info);
-            dfl_adam_swap_ema(&opt);
+            if (!st) {
+                dfl_adam_swap_ema(&opt); /* model.safetensors holds the EMA weights */
+                st = dfl_model_save(p_model, &m, &info);
+                dfl_adam_swap_ema(&opt);
+            }
+            if (!st) st = write_config(p_cfg, &m, &info);
             if (st) {
                 dfl_progress_end(&prog);
                 snprintf(msg, sizeof msg, "saving checkpoint: %s", dfl_last_error());
@@ -545,11 +594,9 @@ int cmd_train(int argc, char **argv)
         dfl_sample_cfg sc = {.sampler = DFL_SAMPLER_HEUN, .schedule = DFL_SCHED_RHO, .steps = o.sample_steps, .rho = 7.0};
         int sshape[4] = {o.n_samples, shape[1], shape[2], shape[3]};
         samples = malloc((size_t)o.n_samples * per * sizeof *samples);
-        dfl_rng srng;
-        dfl_rng_init(&srng, o.seed);
         int nfe = 0;
         double t0 = dfl_now();
-        if (!samples || dfl_sample(ctx, &m, &sc, &srng, ndim, sshape, samples, &nfe) ||
+        if (!samples || cli_sample_chunked(ctx, &m, &sc, o.seed, o.n_samples, 256, ndim, sshape, samples, &nfe) ||
             cli_write_samples(p_samples, samples, o.n_samples, ndim, sshape)) {
             dfl_adam_swap_ema(&opt);
             snprintf(msg, sizeof msg, "sampling: %s", dfl_last_error());

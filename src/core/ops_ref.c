@@ -212,7 +212,37 @@ void dfl_k_add_channel_bwd_ref(const float *dy, float *dx, float *dv, int P, int
         }
 }
 
+void dfl_k_scale_fwd_ref(const float *x, float s, float *y, size_t n)
+{
+    for (size_t i = 0; i < n; i++) y[i] = s * x[i];
+}
+
+void dfl_k_axpy_ref(float s, const float *dy, float *dx, size_t n)
+{
+    for (size_t i = 0; i < n; i++) dx[i] += s * dy[i];
+}
+
 /* ------------------------------------------------------------------ shape */
+
+void dfl_k_concat_fwd_ref(const float *a, const float *b, float *y, int N, size_t Sa, size_t Sb)
+{
+    for (int n = 0; n < N; n++)
+        for (size_t i = 0; i < Sa + Sb; i++)
+            y[(size_t)n * (Sa + Sb) + i] = i < Sa ? a[(size_t)n * Sa + i] : b[(size_t)n * Sb + (i - Sa)];
+}
+
+void dfl_k_concat_bwd_ref(const float *dy, float *da, float *db, int N, size_t Sa, size_t Sb)
+{
+    for (int n = 0; n < N; n++)
+        for (size_t i = 0; i < Sa + Sb; i++) {
+            float g = dy[(size_t)n * (Sa + Sb) + i];
+            if (i < Sa) {
+                if (da) da[(size_t)n * Sa + i] += g;
+            } else if (db) {
+                db[(size_t)n * Sb + (i - Sa)] += g;
+            }
+        }
+}
 
 void dfl_k_avg_pool2_fwd_ref(const float *x, float *y, int P, int H, int W)
 {
@@ -259,6 +289,11 @@ double dfl_k_sum_ref(const float *x, size_t n)
     return s;
 }
 
+void dfl_k_fill_add_ref(float g, float *dx, size_t n)
+{
+    for (size_t i = 0; i < n; i++) dx[i] += g;
+}
+
 double dfl_k_sq_err_ref(const float *a, const float *b, const float *w, size_t n, int N)
 {
     size_t per = n / (size_t)N;
@@ -268,4 +303,15 @@ double dfl_k_sq_err_ref(const float *a, const float *b, const float *w, size_t n
         s += (w ? w[i / per] : 1.0) * d * d;
     }
     return s;
+}
+
+void dfl_k_sq_err_bwd_ref(const float *a, const float *b, const float *w, float g, float *da,
+                          float *db, size_t n, int N)
+{
+    size_t per = n / (size_t)N;
+    for (size_t i = 0; i < n; i++) {
+        double d = 2.0 * g * (w ? w[i / per] : 1.0) * ((double)a[i] - b[i]);
+        if (da) da[i] += (float)d;
+        if (db) db[i] -= (float)d;
+    }
 }

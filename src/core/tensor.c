@@ -66,6 +66,7 @@ dfl_tensor *dfl_tensor_new(int ndim, const int *shape, int requires_grad)
     if (requires_grad) {
         t->grad = aligned_alloc(ARENA_ALIGN, (n * sizeof(float) + ARENA_ALIGN - 1) / ARENA_ALIGN * ARENA_ALIGN);
         if (!t->grad) goto nomem;
+        t->grad_owned = 1;
         memset(t->grad, 0, n * sizeof(float));
     }
     return t;
@@ -78,10 +79,8 @@ nomem:
 void dfl_tensor_free(dfl_tensor *t)
 {
     if (!t) return;
-    if (t->owned) {
-        free(t->data);
-        free(t->grad);
-    }
+    if (t->owned) free(t->data);
+    if (t->grad_owned) free(t->grad);
     free(t);
 }
 

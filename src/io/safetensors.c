@@ -517,6 +517,10 @@ dfl_status dfl_safetensors_open(const char *path, dfl_st_file **out)
         st = dfl_fail(DFL_ERR_IO, "%s: cannot stat: %s", path, strerror(errno));
         goto fail;
     }
+    if (!S_ISREG(sb.st_mode)) {
+        st = dfl_fail(DFL_ERR_IO, "%s: not a regular file%s", path, S_ISDIR(sb.st_mode) ? " (it is a directory)" : "");
+        goto fail;
+    }
     uint64_t fsize = (uint64_t)sb.st_size;
     unsigned char h8[8];
     if (fsize < 8 || fread(h8, 1, 8, fp) != 8) {

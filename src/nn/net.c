@@ -177,6 +177,10 @@ const dfl_arch_cfg *dfl_net_cfg(const dfl_net *net) { return &net->cfg; }
 dfl_tensor *dfl_sinusoidal_embedding(dfl_ctx *ctx, dfl_tensor *t, int dim, float t_scale)
 {
     if (!t) return NULL;
+    if (dim < 2 || dim % 2) {
+        dfl_fail(DFL_ERR_ARG, "sinusoidal embedding: dim must be even and >= 2 (got %d)", dim);
+        return NULL;
+    }
     int N = (int)t->n, half = dim / 2;
     int s[2] = {N, dim};
     dfl_tensor *e = dfl_tensor_tmp(ctx, 2, s);
