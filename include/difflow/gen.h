@@ -59,6 +59,23 @@ typedef struct {
  * (EDM Table 1, "EDM" column). */
 float dfl_model_cnoise(const dfl_model *m, double t);
 
+/* Every parameterization is affine in the input x and the network output F (EDM Eq. 7 and its
+ * analogues): the network is called as F(c_in x; c_noise), and
+ *     x0_hat = a x + b F,    eps_hat = c x + d F.
+ * FM: c_in 1, c_noise t, (a, b, c, d) = (1, -t, 1, 1 - t).
+ * EDM: c_in = 1/sqrt(s^2 + sd^2), c_noise = ln(s)/4, a = c_skip, b = c_out, c = (1 - c_skip)/s,
+ * d = -c_out/s (s = sigma; Table 1). The PF-ODE velocity is then (alpha' a + sigma' c) x +
+ * (alpha' b + sigma' d) F, which is how likelihood code differentiates it with respect to x. */
+typedef struct {
+    double c_in;
+    float c_noise;
+    double a, b, c, d;
+} dfl_pred_coeffs;
+
+/* Coefficients at time t. DFL_ERR_ARG where the parameterization is undefined (EDM at
+ * sigma = 0). */
+dfl_status dfl_model_coeffs(const dfl_model *m, double t, dfl_pred_coeffs *k);
+
 /* Denoiser wrapper: x (N, ...) at one time t for every sample -> x0_hat and eps_hat, each
  * (N, ...) (may be NULL when not wanted). Runs the network in no-grad mode.
  *   FM (velocity u = eps - x0):  x0_hat = x - t u,  eps_hat = x + (1 - t) u.

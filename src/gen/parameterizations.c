@@ -22,54 +22,57 @@ float dfl_model_cnoise(const dfl_model *m, double t)
     return (float)t;
 }
 
+dfl_status dfl_model_coeffs(const dfl_model *m, double t, dfl_pred_coeffs *k)
+{
+    const dfl_process *p = &m->proc;
+    double sig = dfl_sigma(p, t);
+    k->c_noise = dfl_model_cnoise(m, t);
+    if (p->family == DFL_FAMILY_FM) {
+        k->c_in = 1;
+        k->a = 1;
+        k->b = -t;
+        k->c = 1;
+        k->d = 1 - t;
+        return DFL_OK;
+    }
+    if (!(sig > 0)) return dfl_fail(DFL_ERR_ARG, "denoise: EDM needs sigma > 0 (got t = %g)", t);
+    double c_skip, c_out, c_in, c_noise;
+    edm_precond(sig, p->sigma_data, &c_skip, &c_out, &c_in, &c_noise);
+    k->c_in = c_in;
+    k->a = c_skip;
+    k->b = c_out;
+    k->c = (1 - c_skip) / sig;
+    k->d = -c_out / sig;
+    return DFL_OK;
+}
+
 dfl_status dfl_denoise(dfl_ctx *ctx, const dfl_model *m, const float *x, int ndim, const int *shape,
                        double t, float *x0_hat, float *eps_hat)
 {
     size_t n = dfl_shape_numel(ndim, shape);
     if (n == 0) return dfl_fail(DFL_ERR_SHAPE, "denoise: invalid shape");
+    dfl_pred_coeffs k;
+    dfl_status st = dfl_model_coeffs(m, t, &k);
+    if (st) return st;
     int N = shape[0];
     int old = dfl_ctx_set_grad(ctx, 0);
-    dfl_status st = DFL_OK;
-    const dfl_process *p = &m->proc;
     dfl_tensor *xin = dfl_tensor_tmp(ctx, ndim, shape);
     int ts[1] = {N};
     dfl_tensor *tt = dfl_tensor_tmp(ctx, 1, ts);
-    if (!xin || !tt) {
-        st = DFL_ERR_NOMEM;
-        goto out;
+    dfl_tensor *F = NULL;
+    if (xin && tt) {
+        for (int i = 0; i < N; i++) tt->data[i] = k.c_noise;
+        for (size_t i = 0; i < n; i++) xin->data[i] = (float)(k.c_in * x[i]);
+        F = dfl_net_forward(ctx, m->net, xin, tt);
     }
-    float cn = dfl_model_cnoise(m, t);
-    for (int i = 0; i < N; i++) tt->data[i] = cn;
-    double c_skip = 0, c_out = 0, c_in = 1, c_noise = 0, sig = dfl_sigma(p, t);
-    if (p->family == DFL_FAMILY_EDM) {
-        if (!(sig > 0)) {
-            st = dfl_fail(DFL_ERR_ARG, "denoise: EDM needs sigma > 0 (got t = %g)", t);
-            goto out;
-        }
-        edm_precond(sig, p->sigma_data, &c_skip, &c_out, &c_in, &c_noise);
-    }
-    for (size_t i = 0; i < n; i++) xin->data[i] = (float)(c_in * x[i]);
-    dfl_tensor *F = dfl_net_forward(ctx, m->net, xin, tt);
-    if (!F) {
-        st = DFL_ERR_SHAPE;
-        goto out;
-    }
-    if (p->family == DFL_FAMILY_FM) {
-        for (size_t i = 0; i < n; i++) {
-            float u = F->data[i];
-            if (x0_hat) x0_hat[i] = (float)(x[i] - t * u);
-            if (eps_hat) eps_hat[i] = (float)(x[i] + (1.0 - t) * u);
-        }
-    } else {
-        for (size_t i = 0; i < n; i++) {
-            double d = c_skip * x[i] + c_out * F->data[i];
-            if (x0_hat) x0_hat[i] = (float)d;
-            if (eps_hat) eps_hat[i] = (float)((x[i] - d) / sig);
-        }
-    }
-out:
     dfl_ctx_set_grad(ctx, old);
-    return st;
+    if (!F) return xin && tt ? DFL_ERR_SHAPE : DFL_ERR_NOMEM;
+    for (size_t i = 0; i < n; i++) {
+        double f = F->data[i];
+        if (x0_hat) x0_hat[i] = (float)(k.a * x[i] + k.b * f);
+        if (eps_hat) eps_hat[i] = (float)(k.c * x[i] + k.d * f);
+    }
+    return DFL_OK;
 }
 
 dfl_tensor *dfl_model_loss(dfl_ctx *ctx, const dfl_model *m, const float *x0, int ndim, const int *shape,
