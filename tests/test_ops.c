@@ -46,8 +46,9 @@ static float *copy_buf(const float *src, size_t n)
     return p;
 }
 
-/* max|got - ref| / (max|ref| + 1e-6); prints the worst element when above tol. */
-static int close_d(const char *what, const float *got, const double *ref, size_t n, double tol)
+/* max|got - ref| / (max|ref| + floor); prints the worst element when above tol. */
+static int close_d_floor(const char *what, const float *got, const double *ref, size_t n,
+                         double tol, double floor)
 {
     double maxref = 0.0, maxdiff = 0.0;
     size_t at = 0;
@@ -56,13 +57,19 @@ static int close_d(const char *what, const float *got, const double *ref, size_t
         if (!(d <= maxdiff)) { maxdiff = d; at = i; } /* also catches NaN */
         if (fabs(ref[i]) > maxref) maxref = fabs(ref[i]);
     }
-    double rel = maxdiff / (maxref + 1e-6);
+    double rel = maxdiff / (maxref + floor);
     if (!(rel <= tol)) {
         fprintf(stderr, "  %s: rel err %.3g > tol %.3g (n=%zu, worst [%zu]: got %.9g ref %.9g, max|ref| %.3g)\n",
                 what, rel, tol, n, at, (double)got[at], ref[at], maxref);
         return 0;
     }
     return 1;
+}
+
+/* max|got - ref| / (max|ref| + 1e-6). */
+static int close_d(const char *what, const float *got, const double *ref, size_t n, double tol)
+{
+    return close_d_floor(what, got, ref, n, tol, 1e-6);
 }
 
 static int close_f(const char *what, const float *got, const float *ref, size_t n, double tol)
@@ -546,7 +553,11 @@ static void gradcheck(const gc_case *c, gc_op op, gc_ref ref)
     size_t no = out->n;
     double *yd = malloc(no * sizeof(double));
     ref(xd, yd, c);
-    if (!close_d(c->name, out->data, yd, no, 2e-5)) fail_msg("%s: forward differs from the double reference", c->name);
+    /* The float forward's error scales with its terms (inputs ~ N(0,1): outputs of order 1), not
+     * with its result: an output that cancels to ~1e-4 (a random 1-output linear) would fail a
+     * purely relative test. Hence the 1e-2 floor, i.e. absolute errors up to 2e-7 always pass. */
+    if (!close_d_floor(c->name, out->data, yd, no, 2e-5, 1e-2))
+        fail_msg("%s: forward differs from the double reference", c->name);
     float *r = rand_buf(no, 1);
     assert_int_equal(dfl_backward_vjp(ctx, out, r), DFL_OK);
     const double h = 1e-6;
@@ -925,21 +936,31 @@ static void gen_conv(gc_case *c, dfl_rng *r, int k, int pad, char *tag, size_t c
 static void gen_conv3(gc_case *c, dfl_rng *r, float *wbuf, char *tag, size_t cap) { (void)wbuf; gen_conv(c, r, 3, 1, tag, cap); }
 static void gen_conv1(gc_case *c, dfl_rng *r, float *wbuf, char *tag, size_t cap) { (void)wbuf; gen_conv(c, r, 1, 0, tag, cap); }
 
+/* Smallest group (C/G channels times the spatial size) the random group_norm cases draw. Groups of
+ * 1 or 2 values normalise to xhat = 0 or about +-1 whatever x is, so the exact dx is 0 or tiny
+ * (of order eps/var), while the float backward forms it as a difference of terms of size
+ * rstd |dy gamma|: rounding noise against a (near) zero reference, not a bug. */
+#define GN_MIN_GROUP 3
 static void gen_group_norm(gc_case *c, dfl_rng *r, float *wbuf, char *tag, size_t cap)
 {
     (void)wbuf;
     static const float eps[3] = {1e-5f, 1e-3f, 0.1f};
-    int C = rnd_int(r, 1, 8), divs[8], nd = 0;
-    for (int g = 1; g <= C; g++)
-        if (C % g == 0) divs[nd++] = g;
-    c->ndim[0] = rnd_int(r, 2, 4);
+    int C, S;
+    do { /* G among the divisors of C; redrawn while a group holds fewer than GN_MIN_GROUP values */
+        C = rnd_int(r, 1, 8);
+        int divs[8], nd = 0;
+        for (int g = 1; g <= C; g++)
+            if (C % g == 0) divs[nd++] = g;
+        c->ipar[0] = divs[dfl_rng_below(r, (uint32_t)nd)];
+        c->ndim[0] = rnd_int(r, 2, 4);
+        S = 1;
+        for (int d = 2; d < c->ndim[0]; d++) S *= c->shape[0][d] = rnd_int(r, 1, 4);
+    } while (C / c->ipar[0] * S < GN_MIN_GROUP);
     c->shape[0][0] = rnd_int(r, 1, 3);
     c->shape[0][1] = C;
-    for (int d = 2; d < c->ndim[0]; d++) c->shape[0][d] = rnd_int(r, 1, 4);
     c->ndim[1] = c->ndim[2] = 1;
     c->shape[1][0] = c->shape[2][0] = C;
     c->nin = 3;
-    c->ipar[0] = divs[dfl_rng_below(r, (uint32_t)nd)];
     c->fpar[0] = eps[dfl_rng_below(r, 3)];
     c->offset = 3.0f * dfl_rng_uniform(r);
     snprintf(tag, cap, "G %d, eps %g, offset %.3g", c->ipar[0], (double)c->fpar[0], (double)c->offset);
@@ -965,7 +986,6 @@ static void gen_silu(gc_case *c, dfl_rng *r, float *wbuf, char *tag, size_t cap)
  * set to 1 (broadcast) at random. */
 static void gen_binary(gc_case *c, dfl_rng *r, dfl_k_binop op, char *tag, size_t cap)
 {
-    static const char *names[3] = {"add", "sub", "mul"};
     int yr = rnd_int(r, 1, 4), ysh[4];
     for (int d = 0; d < yr; d++) ysh[d] = rnd_int(r, 1, 4);
     for (int i = 0; i < 2; i++) {
@@ -975,7 +995,8 @@ static void gen_binary(gc_case *c, dfl_rng *r, dfl_k_binop op, char *tag, size_t
     }
     c->nin = 2;
     c->ipar[0] = (int)op;
-    snprintf(tag, cap, "%s", names[op]);
+    tag[0] = '\0';
+    (void)cap;
 }
 static void gen_add(gc_case *c, dfl_rng *r, float *wbuf, char *tag, size_t cap) { (void)wbuf; gen_binary(c, r, DFL_K_ADD, tag, cap); }
 static void gen_sub(gc_case *c, dfl_rng *r, float *wbuf, char *tag, size_t cap) { (void)wbuf; gen_binary(c, r, DFL_K_SUB, tag, cap); }
@@ -999,7 +1020,8 @@ static void gen_add_channel(gc_case *c, dfl_rng *r, float *wbuf, char *tag, size
     for (int d = 2; d < c->ndim[0]; d++) c->shape[0][d] = rnd_int(r, 1, 5);
     c->ndim[1] = 2; c->shape[1][0] = c->shape[0][0]; c->shape[1][1] = c->shape[0][1];
     c->nin = 2;
-    snprintf(tag, cap, "-");
+    tag[0] = '\0';
+    (void)cap;
 }
 
 static void gen_avg_pool2(gc_case *c, dfl_rng *r, float *wbuf, char *tag, size_t cap)
@@ -1009,7 +1031,8 @@ static void gen_avg_pool2(gc_case *c, dfl_rng *r, float *wbuf, char *tag, size_t
     c->shape[0][0] = rnd_int(r, 1, 2); c->shape[0][1] = rnd_int(r, 1, 3);
     c->shape[0][2] = 2 * rnd_int(r, 1, 4); c->shape[0][3] = 2 * rnd_int(r, 1, 4);
     c->nin = 1;
-    snprintf(tag, cap, "-");
+    tag[0] = '\0';
+    (void)cap;
 }
 
 static void gen_upsample2(gc_case *c, dfl_rng *r, float *wbuf, char *tag, size_t cap)
@@ -1019,7 +1042,8 @@ static void gen_upsample2(gc_case *c, dfl_rng *r, float *wbuf, char *tag, size_t
     c->shape[0][0] = rnd_int(r, 1, 2); c->shape[0][1] = rnd_int(r, 1, 3);
     c->shape[0][2] = rnd_int(r, 1, 4); c->shape[0][3] = rnd_int(r, 1, 4);
     c->nin = 1;
-    snprintf(tag, cap, "-");
+    tag[0] = '\0';
+    (void)cap;
 }
 
 static void gen_concat(gc_case *c, dfl_rng *r, float *wbuf, char *tag, size_t cap)
@@ -1032,7 +1056,8 @@ static void gen_concat(gc_case *c, dfl_rng *r, float *wbuf, char *tag, size_t ca
     c->shape[1][1] = rnd_int(r, 1, 4);
     for (int d = 2; d < nd; d++) c->shape[0][d] = c->shape[1][d] = rnd_int(r, 1, 4);
     c->nin = 2;
-    snprintf(tag, cap, "-");
+    tag[0] = '\0';
+    (void)cap;
 }
 
 static void gen_sum(gc_case *c, dfl_rng *r, float *wbuf, char *tag, size_t cap)
@@ -1041,7 +1066,8 @@ static void gen_sum(gc_case *c, dfl_rng *r, float *wbuf, char *tag, size_t cap)
     gen_any(c, r, 0, 5);
     c->nin = 1;
     c->ipar[0] = 0;
-    snprintf(tag, cap, "-");
+    tag[0] = '\0';
+    (void)cap;
 }
 
 static void gen_mean(gc_case *c, dfl_rng *r, float *wbuf, char *tag, size_t cap)
@@ -1121,7 +1147,7 @@ static void test_grad_random_shapes(void **state)
             /* which inputs are heap parameters, and (sometimes) one that needs no gradient */
             for (int i = 0; i < c.nin; i++) c.param[i] = (int)dfl_rng_below(&g_rng, 2);
             if (c.nin > 1 && dfl_rng_below(&g_rng, 3) == 0) c.nograd[dfl_rng_below(&g_rng, (uint32_t)c.nin)] = 1;
-            int pos = snprintf(name, sizeof name, "%s [%s]", rand_ops[k].name, tag);
+            int pos = snprintf(name, sizeof name, "%s%s%s%s", rand_ops[k].name, *tag ? " [" : "", tag, *tag ? "]" : "");
             for (int i = 0; i < c.nin && pos < (int)sizeof name; i++) {
                 pos += snprintf(name + pos, sizeof name - (size_t)pos, " in%d ", i);
                 if (pos < (int)sizeof name) pos += shape_fmt(name + pos, sizeof name - (size_t)pos, c.ndim[i], c.shape[i]);
