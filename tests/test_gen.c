@@ -70,7 +70,7 @@ static double edm_signed_error(dfl_sampler_kind k, int N, int *nfe)
     dfl_process p;
     dfl_process_default(&p, DFL_FAMILY_EDM);
     gauss_oracle g = {&p, 0.5, 1, 0};
-    dfl_sample_cfg c = {k, DFL_SCHED_RHO, N, 7.0};
+    dfl_sample_cfg c = {.sampler = k, .schedule = DFL_SCHED_RHO, .steps = N, .rho = 7.0};
     double x = sqrt(80.0 * 80.0 + 0.25);
     assert_int_equal(dfl_sample_ode(&p, &c, gauss_den, &g, &x, 1, nfe), DFL_OK);
     assert_int_equal(*nfe, g.calls);
@@ -102,7 +102,7 @@ static double fm_error(dfl_sampler_kind k, int N)
     dfl_process p;
     dfl_process_default(&p, DFL_FAMILY_FM);
     gauss_oracle g = {&p, 0.5, 1, 0};
-    dfl_sample_cfg c = {k, DFL_SCHED_UNIFORM, N, 7.0};
+    dfl_sample_cfg c = {.sampler = k, .schedule = DFL_SCHED_UNIFORM, .steps = N, .rho = 7.0};
     double x = 1.3;
     int nfe;
     assert_int_equal(dfl_sample_ode(&p, &c, gauss_den, &g, &x, 1, &nfe), DFL_OK);

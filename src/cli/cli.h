@@ -11,6 +11,7 @@ int cmd_train(int argc, char **argv);
 int cmd_sample(int argc, char **argv);
 int cmd_info(int argc, char **argv);
 int cmd_bench(int argc, char **argv);
+int cmd_eval(int argc, char **argv);
 
 /* Writes samples x (n, ...) to `path`: a PNG grid for images, CSV ("x,y") or a density PNG for
  * 2-D points (chosen by the extension). */

@@ -13,6 +13,7 @@ static void usage(FILE *f)
             "  train    train a model (default: flow matching on Fashion-MNIST) into runs/NAME/\n"
             "  sample   draw samples from a checkpoint into a PNG grid (images) or CSV (2-D)\n"
             "  info     describe a checkpoint: architecture, method, step, tensors\n"
+            "  eval     test log-likelihood (nats, bits/dim) through the probability-flow ODE\n"
             "  bench    training steps/s and sampling images/s of a reference configuration\n"
             "\n"
             "Run 'difflow <command> --help' for the options of a command.\n");
@@ -33,6 +34,7 @@ int main(int argc, char **argv)
     if (!strcmp(c, "sample")) return cmd_sample(argc - 2, argv + 2);
     if (!strcmp(c, "info")) return cmd_info(argc - 2, argv + 2);
     if (!strcmp(c, "bench")) return cmd_bench(argc - 2, argv + 2);
-    fprintf(stderr, "difflow: error: unknown command '%s' (commands: train, sample, info, bench; see difflow --help)\n", c);
+    if (!strcmp(c, "eval")) return cmd_eval(argc - 2, argv + 2);
+    fprintf(stderr, "difflow: error: unknown command '%s' (commands: train, sample, info, bench, eval; see difflow --help)\n", c);
     return 2;
 }

@@ -16,45 +16,72 @@ dfl_status cli_sample_chunked(dfl_ctx *ctx, const dfl_model *m, const dfl_sample
     size_t per = dfl_shape_numel(ndim, shape) / (size_t)shape[0];
     dfl_rng rng;
     dfl_rng_init(&rng, seed);
+    if (nfe) *nfe = 0;
     for (int i0 = 0; i0 < n; i0 += batch) {
-        int b = n - i0 < batch ? n - i0 : batch;
+        int b = n - i0 < batch ? n - i0 : batch, k = 0;
         int cs[4] = {b, shape[1], shape[2], shape[3]};
-        dfl_status st = dfl_sample(ctx, m, sc, &rng, ndim, cs, x + (size_t)i0 * per, nfe);
+        dfl_status st = dfl_sample(ctx, m, sc, &rng, ndim, cs, x + (size_t)i0 * per, &k);
+        /* NFE per sample: the same for every chunk, except rk45's adaptive count (the largest). */
+        if (nfe && k > *nfe) *nfe = k;
         if (st) return st;
     }
     return DFL_OK;
 }
 
 static const char *SAMPLE_USAGE =
-    "usage: difflow sample --ckpt FILE [--sampler heun|euler] [--schedule rho|uniform] [--steps N] [-n COUNT]\n"
-    "                      [--seed S] [-o FILE]\n"
+    "usage: difflow sample --ckpt FILE [--sampler NAME] [--schedule NAME] [--steps N] [-n COUNT] [--seed S]\n"
+    "                      [-o FILE] [sampler options]\n"
     "\n"
-    "Draws COUNT samples by integrating the probability-flow ODE from noise to data and writes a PNG\n"
-    "grid (images, pixel range [-1, 1] mapped to 0..255) or a CSV of points (2-D data). Heun with N steps\n"
-    "uses 2N-1 network evaluations (NFE), Euler N. The same checkpoint, flags and seed give\n"
-    "byte-identical output.";
+    "Draws COUNT samples from noise to data and writes a PNG grid (images, pixel range [-1, 1] mapped\n"
+    "to 0..255) or a CSV of points (2-D data). Every sampler works with every method (family).\n"
+    "\n"
+    "Samplers (NFE = network evaluations for N steps):\n"
+    "  euler    PF-ODE, Euler (N)                   heun     PF-ODE, EDM Alg. 1 (2N-1)\n"
+    "  rk45     PF-ODE, Dormand-Prince, adaptive    dpmpp2m  DPM-Solver++(2M) (N)\n"
+    "  edm      EDM Alg. 2, --churn (2N-1)          ddpm     ancestral (N)\n"
+    "  ddim     DDIM, --eta (N)                     em       Euler-Maruyama, reverse SDE (N)\n"
+    "  pc       predictor-corrector, Langevin corrector (N (corrector steps + 1))\n"
+    "  ald      annealed Langevin dynamics, NCSN (N corrector steps + 1)\n"
+    "Schedules: rho (EDM Eq. 5), uniform (in t), loguniform (in ln sigma/alpha), leading, trailing,\n"
+    "linspace (DDPM timestep spacings over T = 1000, step j at t = t_max (j+1)/1000).\n"
+    "Options that a sampler or schedule does not use are refused. The same checkpoint, flags and\n"
+    "seed give byte-identical output.";
 
 int cmd_sample(int argc, char **argv)
 {
     const char *ckpt = NULL, *sampler = "heun", *schedule = "rho", *out = NULL;
-    int steps = 18, n = 64, batch = 256, threads = 0;
-    double rho = 7.0;
+    int steps = 18, n = 64, batch = 256, threads = 0, corrector_steps = 0;
+    dfl_sample_cfg dc;
+    dfl_sample_cfg_default(&dc);
+    double rho = 7.0, eta = dc.eta, churn = dc.churn, s_tmin = dc.s_tmin, s_tmax = dc.s_tmax, s_noise = dc.s_noise;
+    double snr = dc.snr, rtol = dc.rtol, atol = dc.atol;
     uint64_t seed = 0;
     arg_spec specs[] = {
         {"--ckpt", NULL, ARG_STR, &ckpt, "FILE", "checkpoint (runs/NAME/model.safetensors)", 0},
-        {"--sampler", NULL, ARG_STR, &sampler, "NAME", "heun (EDM Alg. 1) or euler", 0},
-        {"--schedule", NULL, ARG_STR, &schedule, "NAME", "rho (EDM Eq. 5) or uniform in t", 0},
-        {"--steps", NULL, ARG_INT, &steps, "N", "solver steps", 0},
-        {"--rho", NULL, ARG_FLOAT, &rho, "X", "rho of the EDM schedule", 0},
+        {"--sampler", NULL, ARG_STR, &sampler, "NAME",
+         "euler, heun, rk45, dpmpp2m, edm, ddpm, ddim, em, pc or ald (default heun)", 0},
+        {"--schedule", NULL, ARG_STR, &schedule, "NAME", "rho, uniform, loguniform, leading, trailing or linspace", 0},
+        {"--steps", NULL, ARG_INT, &steps, "N", "solver steps (rk45: the grid's start and end only)", 0},
+        {"--rho", NULL, ARG_FLOAT, &rho, "X", "rho of the EDM schedule (--schedule rho)", 0},
+        {"--eta", NULL, ARG_FLOAT, &eta, "X", "ddim: noise, 0 (deterministic) .. 1 (DDPM-like)", 0},
+        {"--churn", NULL, ARG_FLOAT, &churn, "X", "edm: S_churn (0: deterministic)", 0},
+        {"--s-tmin", NULL, ARG_FLOAT, &s_tmin, "X", "edm: churn only for sigma/alpha >= X", 0},
+        {"--s-tmax", NULL, ARG_FLOAT, &s_tmax, "X", "edm: churn only for sigma/alpha <= X (default inf)", 0},
+        {"--s-noise", NULL, ARG_FLOAT, &s_noise, "X", "edm: S_noise (1)", 0},
+        {"--snr", NULL, ARG_FLOAT, &snr, "X", "pc, ald: Langevin signal-to-noise ratio (0.16)", 0},
+        {"--corrector-steps", NULL, ARG_INT, &corrector_steps, "M", "pc, ald: Langevin steps per level (pc 1, ald 10)",
+         0},
+        {"--rtol", NULL, ARG_FLOAT, &rtol, "X", "rk45: relative tolerance (1e-5)", 0},
+        {"--atol", NULL, ARG_FLOAT, &atol, "X", "rk45: absolute tolerance (1e-5)", 0},
         {"-n", "--count", ARG_INT, &n, "COUNT", "number of samples", 0},
         {"--batch", NULL, ARG_INT, &batch, "B", "samples per network call", 0},
-        {"--seed", NULL, ARG_U64, &seed, "S", "seed of the initial noise", 0},
+        {"--seed", NULL, ARG_U64, &seed, "S", "seed of the initial noise and the sampler's noise", 0},
         {"-o", "--out", ARG_STR, &out, "FILE", "output .png or .csv (default samples.png, or samples.csv for 2-D)", 0},
         {"--threads", NULL, ARG_INT, &threads, "N", "threads (0: all cores)", 0},
         {NULL, NULL, 0, NULL, NULL, NULL, 0}};
     int pr = args_parse("sample", SAMPLE_USAGE, specs, argc, argv);
     if (pr) return pr > 0 ? 0 : 2;
-    dfl_sample_cfg sc = {.steps = steps, .rho = rho};
+    dfl_sample_cfg sc = dc;
     if (!ckpt) {
         fprintf(stderr, "difflow: error: sample needs --ckpt FILE (e.g. runs/fashion-mnist-fm/model.safetensors)\n");
         return 2;
@@ -67,12 +94,74 @@ int cmd_sample(int argc, char **argv)
         fprintf(stderr, "difflow: error: %s (--schedule)\n", dfl_last_error());
         return 2;
     }
+    /* Options the chosen sampler or schedule does not use: refused before any work. */
+    static const struct {
+        const char *flag;
+        unsigned samplers; /* bit per dfl_sampler_kind that uses it */
+        const char *who;
+    } owners[] = {{"--eta", 1u << DFL_SAMPLER_DDIM, "ddim"},
+                  {"--churn", 1u << DFL_SAMPLER_EDM, "edm"},
+                  {"--s-tmin", 1u << DFL_SAMPLER_EDM, "edm"},
+                  {"--s-tmax", 1u << DFL_SAMPLER_EDM, "edm"},
+                  {"--s-noise", 1u << DFL_SAMPLER_EDM, "edm"},
+                  {"--snr", 1u << DFL_SAMPLER_PC | 1u << DFL_SAMPLER_ALD, "pc and ald"},
+                  {"--corrector-steps", 1u << DFL_SAMPLER_PC | 1u << DFL_SAMPLER_ALD, "pc and ald"},
+                  {"--rtol", 1u << DFL_SAMPLER_RK45, "rk45"},
+                  {"--atol", 1u << DFL_SAMPLER_RK45, "rk45"}};
+    for (size_t i = 0; i < sizeof owners / sizeof owners[0]; i++)
+        if (args_find(specs, owners[i].flag)->seen && !(owners[i].samplers & (1u << sc.sampler))) {
+            fprintf(stderr, "difflow: error: %s applies only to --sampler %s, not %s (%s)\n", owners[i].flag,
+                    owners[i].who, dfl_sampler_name(sc.sampler), owners[i].flag);
+            return 2;
+        }
+    if (args_find(specs, "--rho")->seen && sc.schedule != DFL_SCHED_RHO) {
+        fprintf(stderr, "difflow: error: --rho applies only to --schedule rho, not %s (--rho)\n",
+                dfl_schedule_name(sc.schedule));
+        return 2;
+    }
     if (steps < 1 || steps > 100000) {
         fprintf(stderr, "difflow: error: --steps must be in 1..100000 (got %d)\n", steps);
         return 2;
     }
     if (!(rho > 0)) {
         fprintf(stderr, "difflow: error: --rho must be > 0 (got %g)\n", rho);
+        return 2;
+    }
+    if (args_find(specs, "--s-noise")->seen && !(s_noise > 0)) {
+        fprintf(stderr, "difflow: error: --s-noise must be > 0 (got %g)\n", s_noise);
+        return 2;
+    }
+    if (args_find(specs, "--snr")->seen && !(snr > 0)) {
+        fprintf(stderr, "difflow: error: --snr must be > 0 (got %g)\n", snr);
+        return 2;
+    }
+    if (args_find(specs, "--corrector-steps")->seen && corrector_steps < 1) {
+        fprintf(stderr, "difflow: error: --corrector-steps must be >= 1 (got %d)\n", corrector_steps);
+        return 2;
+    }
+    if ((args_find(specs, "--rtol")->seen && !(rtol > 0)) || (args_find(specs, "--atol")->seen && !(atol > 0))) {
+        fprintf(stderr, "difflow: error: --rtol and --atol must be > 0 (got %g, %g)\n", rtol, atol);
+        return 2;
+    }
+    if ((sc.schedule == DFL_SCHED_LEADING || sc.schedule == DFL_SCHED_TRAILING || sc.schedule == DFL_SCHED_LINSPACE) &&
+        steps > DFL_DDPM_T) {
+        fprintf(stderr, "difflow: error: --steps must be <= %d with --schedule %s (got %d)\n", DFL_DDPM_T,
+                dfl_schedule_name(sc.schedule), steps);
+        return 2;
+    }
+    sc.steps = steps;
+    sc.rho = rho;
+    sc.eta = eta;
+    sc.churn = churn;
+    sc.s_tmin = s_tmin;
+    sc.s_tmax = s_tmax;
+    sc.s_noise = s_noise;
+    sc.snr = snr;
+    sc.corrector_steps = corrector_steps;
+    sc.rtol = rtol;
+    sc.atol = atol;
+    if (dfl_sample_cfg_check(&sc)) {
+        fprintf(stderr, "difflow: error: %s\n", dfl_last_error());
         return 2;
     }
     if (n < 1 || n > 100000) {
@@ -109,6 +198,29 @@ int cmd_sample(int argc, char **argv)
         shape[2] = shape[3] = 1;
         per = (size_t)ac->dim;
     }
+    /* The schedule against this model's family, before any work (e.g. a ratio range the family
+     * does not reach, or a sampler that needs alpha > 0 at the grid's start). */
+    {
+        double *tg = malloc((size_t)(steps + 1) * sizeof *tg);
+        dfl_status st = tg ? dfl_schedule(&m.proc, sc.schedule, steps, rho, tg) : DFL_ERR_NOMEM;
+        int need_alpha = sc.sampler == DFL_SAMPLER_EDM || sc.sampler == DFL_SAMPLER_EM || sc.sampler == DFL_SAMPLER_PC ||
+                         sc.sampler == DFL_SAMPLER_ALD;
+        int bad_alpha = !st && need_alpha && !(dfl_alpha(&m.proc, tg[0]) > 0);
+        free(tg);
+        if (st) {
+            fprintf(stderr, "difflow: error: %s (--schedule)\n", st == DFL_ERR_NOMEM ? "out of memory" : dfl_last_error());
+            dfl_net_free(m.net);
+            return 2;
+        }
+        if (bad_alpha) {
+            fprintf(stderr,
+                    "difflow: error: --sampler %s cannot start at t_max of the %s family, where alpha = 0; use "
+                    "--schedule rho or loguniform (--schedule)\n",
+                    dfl_sampler_name(sc.sampler), dfl_family_name(m.proc.family));
+            dfl_net_free(m.net);
+            return 2;
+        }
+    }
     if (!out) out = ndim == 2 ? "samples.csv" : "samples.png";
     size_t ol = strlen(out);
     int png = ol > 4 && strcmp(out + ol - 4, ".png") == 0, csv = ol > 4 && strcmp(out + ol - 4, ".csv") == 0;
@@ -119,7 +231,7 @@ int cmd_sample(int argc, char **argv)
     }
     float *x = malloc((size_t)n * per * sizeof *x);
     dfl_ctx *ctx = dfl_ctx_new();
-    int rc = 1, nfe_total = 0;
+    int rc = 1, nfe_total = 0; /* NFE per sample (rk45: the largest over the chunks) */
     shape[0] = n;
     double t0 = dfl_now();
     if (!x || !ctx) {

@@ -7,6 +7,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <dirent.h>
+#include <signal.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -16,16 +18,21 @@
 #include "difflow/progress.h"
 
 static const char *TRAIN_USAGE =
-    "usage: difflow train [--data fashion-mnist|moons|8gaussians] [--method fm|edm] [--preset toy-mlp|fmnist-unet-s]\n"
+    "usage: difflow train [--data fashion-mnist|moons|8gaussians] [--method fm|edm|vp|subvp|ve|ddpm] [--preset toy-mlp|fmnist-unet-s]\n"
+    "                     [--pred eps|x0|v|velocity|edm] [--ot] [--ddpm-schedule linear|cosine]\n"
     "                     [--steps N] [--batch B] [--lr X] [--seed S] [--out runs/NAME] [--resume] ...\n"
     "\n"
     "Trains a generative model and writes runs/NAME/: model.safetensors (EMA weights, config in its\n"
     "metadata), train_state.safetensors (optimizer, EMA, RNG, step), config.json, log.csv, loss.png and\n"
     "samples.png (64 samples, Heun 35 NFE; samples.csv for 2-D data). Fashion-MNIST comes from Debian's\n"
-    "dataset-fashion-mnist package. With no flags: flow matching, fmnist-unet-s, about 10 minutes on 2 cores.";
+    "dataset-fashion-mnist package. With no flags: flow matching, fmnist-unet-s, about 10 minutes on 2 cores.\n"
+    "Methods: fm (flow matching), edm, vp / subvp (score SDE, t ~ U(1e-5, 1)), ve (SMLD, sigma 0.01..50),\n"
+    "ddpm (discrete, T = 1000). --pred picks what the network predicts (default: fm velocity, edm edm,\n"
+    "others eps); v needs vp or ddpm. --ot pairs noise and data by exact minibatch OT (fm only).";
 
 typedef struct {
-    const char *data, *data_dir, *method, *preset, *out;
+    const char *data, *data_dir, *method, *preset, *out, *pred, *ddpm_schedule;
+    int ot;
     long steps;
     int batch, warmup, threads, resume, log_every, ckpt_every, n_samples, sample_steps;
     double lr, clip, ema_halflife;
@@ -286,6 +293,29 @@ static dfl_status truncate_log(const char *path, long step)
     return st;
 }
 
+static volatile sig_atomic_t g_stop_signal = 0;
+
+static void on_stop_signal(int sig) { g_stop_signal = sig; }
+
+/* Removes temporary files a killed save left in the run directory (our own naming only:
+ * "<name>.safetensors.tmp.<pid>" and "config.json.tmp.<pid>"). */
+static void remove_stale_temps(const char *dir)
+{
+    DIR *d = opendir(dir);
+    if (!d) return;
+    struct dirent *e;
+    char p[4400];
+    while ((e = readdir(d))) {
+        if (!strstr(e->d_name, ".tmp.")) continue;
+        if (strncmp(e->d_name, "model.safetensors.tmp.", 22) && strncmp(e->d_name, "train_state.safetensors.tmp.", 28) &&
+            strncmp(e->d_name, "config.json.tmp.", 16))
+            continue;
+        snprintf(p, sizeof p, "%s/%s", dir, e->d_name);
+        remove(p);
+    }
+    closedir(d);
+}
+
 static int fail_cli(const char *what)
 {
     fprintf(stderr, "difflow: error: %s\n", what);
@@ -294,13 +324,17 @@ static int fail_cli(const char *what)
 
 int cmd_train(int argc, char **argv)
 {
-    train_opts o = {.data = "fashion-mnist", .data_dir = NULL, .method = "fm", .preset = NULL, .out = NULL,
+    train_opts o = {.data = "fashion-mnist", .data_dir = NULL, .method = "fm", .preset = NULL, .out = NULL, .pred = NULL,
+                    .ddpm_schedule = NULL, .ot = 0,
                     .steps = -1, .batch = -1, .lr = -1, .warmup = -1, .clip = 1.0, .ema_halflife = -1,
                     .seed = 0, .threads = 0, .log_every = -1, .ckpt_every = -1, .n_samples = 64, .sample_steps = 18};
     arg_spec specs[] = {
         {"--data", NULL, ARG_STR, &o.data, "NAME", "fashion-mnist, moons or 8gaussians", 0},
         {"--data-dir", NULL, ARG_STR, &o.data_dir, "DIR", "Fashion-MNIST IDX directory (default " DFL_FMNIST_DIR ")", 0},
-        {"--method", NULL, ARG_STR, &o.method, "NAME", "fm (flow matching) or edm", 0},
+        {"--method", NULL, ARG_STR, &o.method, "NAME", "fm (flow matching), edm, vp, subvp, ve or ddpm", 0},
+        {"--pred", NULL, ARG_STR, &o.pred, "KIND", "network output: eps, x0, v, velocity or edm (default: by method)", 0},
+        {"--ot", NULL, ARG_BOOL, &o.ot, NULL, "fm: pair noise and data by exact minibatch optimal transport", 0},
+        {"--ddpm-schedule", NULL, ARG_STR, &o.ddpm_schedule, "NAME", "ddpm: beta schedule linear or cosine (default linear)", 0},
         {"--preset", "--arch", ARG_STR, &o.preset, "NAME", "toy-mlp or fmnist-unet-s (default: by data)", 0},
         {"--steps", NULL, ARG_LONG, &o.steps, "N", "optimizer steps (default 720 images (~10 min on 2 cores), 4000 2-D)", 0},
         {"--batch", NULL, ARG_INT, &o.batch, "B", "batch size (default 64 images, 512 2-D)", 0},
@@ -325,6 +359,37 @@ int cmd_train(int argc, char **argv)
     if (dfl_family_parse(o.method, &fam)) {
         snprintf(msg, sizeof msg, "%s (--method)", dfl_last_error());
         return fail_cli(msg);
+    }
+    /* The process: family defaults, then the explicit parameterization / schedule / OT flags,
+     * each checked against the method with one error line. */
+    dfl_process proc;
+    dfl_process_default(&proc, fam);
+    if (o.pred) {
+        if (dfl_pred_parse(o.pred, &proc.pred)) {
+            snprintf(msg, sizeof msg, "%s (--pred)", dfl_last_error());
+            return fail_cli(msg);
+        }
+        if (dfl_pred_check(&proc, proc.pred)) return fail_cli(dfl_last_error());
+    }
+    if (o.ddpm_schedule) {
+        dfl_ddpm_schedule ds;
+        if (fam != DFL_FAMILY_DDPM) {
+            snprintf(msg, sizeof msg, "--ddpm-schedule applies to --method ddpm only, not %s", o.method);
+            return fail_cli(msg);
+        }
+        if (dfl_ddpm_schedule_parse(o.ddpm_schedule, &ds)) {
+            snprintf(msg, sizeof msg, "%s (--ddpm-schedule)", dfl_last_error());
+            return fail_cli(msg);
+        }
+        dfl_process_set_ddpm(&proc, ds);
+    }
+    if (o.ot) {
+        if (fam != DFL_FAMILY_FM || proc.pred != DFL_PRED_VELOCITY) {
+            snprintf(msg, sizeof msg, "--ot (minibatch OT flow matching) needs --method fm with --pred velocity, not %s/%s",
+                     o.method, dfl_pred_name(proc.pred));
+            return fail_cli(msg);
+        }
+        proc.fm_ot = 1;
     }
     int is_images = strcmp(o.data, "fashion-mnist") == 0;
     if (!is_images && !dfl_toy_known(o.data)) {
@@ -385,6 +450,8 @@ int cmd_train(int argc, char **argv)
         return fail_cli(msg);
     }
 
+    remove_stale_temps(outdir);
+
     /* Data. */
     dfl_dataset ds;
     memset(&ds, 0, sizeof ds);
@@ -408,7 +475,7 @@ int cmd_train(int argc, char **argv)
     dfl_rng_init(&init_rng, o.seed ^ 0x5DEECE66Dull);
     dfl_rng_init(&rng, o.seed);
     dfl_model m;
-    dfl_process_default(&m.proc, fam);
+    m.proc = proc;
     m.net = dfl_net_new(&ac, &init_rng);
     dfl_ctx *ctx = dfl_ctx_new();
     dfl_adam opt;
@@ -442,16 +509,34 @@ int cmd_train(int argc, char **argv)
             fail_cli(msg);
             goto done;
         }
-        int same = strcmp(ci.arch, info.arch) == 0 && chk.proc.family == fam && strcmp(ci.data, info.data) == 0;
+        int same = strcmp(ci.arch, info.arch) == 0 && chk.proc.family == fam && strcmp(ci.data, info.data) == 0 &&
+                   chk.proc.pred == proc.pred && chk.proc.ddpm_schedule == proc.ddpm_schedule && chk.proc.fm_ot == proc.fm_ot;
         dfl_net_free(chk.net);
+        if (same && args_find(specs, "--seed")->seen && o.seed != ci.seed) {
+            snprintf(msg, sizeof msg, "--resume: the run was trained with --seed %" PRIu64 "; drop --seed or pass the same one",
+                     ci.seed);
+            fail_cli(msg);
+            goto done;
+        }
+        o.seed = info.seed = ci.seed; /* the data order and every draw stay those of the original run */
+        long model_step = ci.step;
+        (void)model_step;
         if (!same) {
-            snprintf(msg, sizeof msg, "--resume: %s was trained as %s/%s on %s, not %s/%s on %s", p_model, ci.arch,
-                     dfl_family_name(chk.proc.family), ci.data, info.arch, o.method, info.data);
+            snprintf(msg, sizeof msg, "--resume: %s was trained as %s/%s (pred %s%s) on %s, not %s/%s (pred %s%s) on %s",
+                     p_model, ci.arch, dfl_family_name(chk.proc.family), dfl_pred_name(chk.proc.pred),
+                     chk.proc.fm_ot ? ", ot" : "", ci.data, info.arch, o.method, dfl_pred_name(proc.pred),
+                     proc.fm_ot ? ", ot" : "", info.data);
             fail_cli(msg);
             goto done;
         }
         if (load_state(p_state, &opt, &rng, &step)) {
             snprintf(msg, sizeof msg, "--resume: %s", dfl_last_error());
+            fail_cli(msg);
+            goto done;
+        }
+        if (step != model_step) {
+            snprintf(msg, sizeof msg, "--resume: %s is at step %ld but %s is at step %ld: they are not from the same save",
+                     p_state, step, p_model, model_step);
             fail_cli(msg);
             goto done;
         }
@@ -496,10 +581,16 @@ int cmd_train(int argc, char **argv)
         fail_cli("out of memory");
         goto done;
     }
-    fprintf(stderr, "difflow: training %s with %s on %s: %zu parameters, %ld steps of batch %d, lr %g, %d threads -> %s\n",
-            o.preset, o.method, o.data, dfl_params_count(dfl_net_params(m.net)), o.steps, o.batch, o.lr,
+    fprintf(stderr, "difflow: training %s with %s (pred %s%s) on %s: %zu parameters, %ld steps of batch %d, lr %g, %d threads -> %s\n",
+            o.preset, o.method, dfl_pred_name(m.proc.pred), m.proc.fm_ot ? ", minibatch OT" : "", o.data, dfl_params_count(dfl_net_params(m.net)), o.steps, o.batch, o.lr,
             dfl_get_threads(), outdir);
 
+    /* Ctrl-C / SIGTERM: finish the current step, save a checkpoint, stop. */
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_stop_signal;
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
     dfl_progress prog;
     dfl_progress_start(&prog, stderr, "train", step, o.steps, o.log_every);
     long cur_epoch = -1;
@@ -560,7 +651,7 @@ int cmd_train(int argc, char **argv)
             t_last = now;
         }
         dfl_progress_update(&prog, step, lv);
-        if (step % o.ckpt_every == 0 || step == o.steps) {
+        if (step % o.ckpt_every == 0 || step == o.steps || g_stop_signal) {
             info.step = step;
             dfl_status st = save_state(p_state, &opt, &rng, step);
             if (!st) {
@@ -576,6 +667,14 @@ int cmd_train(int argc, char **argv)
                 goto done;
             }
             last_good = step;
+        }
+        if (g_stop_signal) {
+            dfl_progress_end(&prog);
+            snprintf(msg, sizeof msg, "interrupted by signal %d at step %ld; checkpoint saved in %s, continue with --resume",
+                     (int)g_stop_signal, step, outdir);
+            fail_cli(msg);
+            rc = 130;
+            goto done;
         }
     }
     dfl_progress_end(&prog);

@@ -21,6 +21,14 @@ char *dfl_model_config_json(const dfl_model *m, const dfl_model_info *info)
     cJSON_AddNumberToObject(o, "sigma_data", p->sigma_data);
     cJSON_AddNumberToObject(o, "P_mean", p->P_mean);
     cJSON_AddNumberToObject(o, "P_std", p->P_std);
+    cJSON_AddStringToObject(o, "pred", dfl_pred_name(p->pred));
+    cJSON_AddNumberToObject(o, "beta_min", p->beta_min);
+    cJSON_AddNumberToObject(o, "beta_d", p->beta_d);
+    cJSON_AddNumberToObject(o, "eps_t", p->eps_t);
+    cJSON_AddNumberToObject(o, "ve_sigma_min", p->ve_sigma_min);
+    cJSON_AddNumberToObject(o, "ve_sigma_max", p->ve_sigma_max);
+    cJSON_AddStringToObject(o, "ddpm_schedule", dfl_ddpm_schedule_name(p->ddpm_schedule));
+    cJSON_AddBoolToObject(o, "ot", p->fm_ot != 0);
     cJSON_AddStringToObject(o, "data", info->data);
     cJSON_AddStringToObject(o, "data_transform",
                             dfl_net_cfg(m->net)->arch == DFL_ARCH_UNET ? "x = v/127.5 - 1 (8-bit pixels to [-1, 1])" : "none (2-D points)");
@@ -99,6 +107,35 @@ dfl_status dfl_model_load(const char *path, dfl_model *m, dfl_model_info *info)
         goto out;
     }
     dfl_process_default(&m->proc, fam);
+    /* Keys added with the VP/sub-VP/VE/DDPM families; older checkpoints lack them and keep the
+     * family's defaults (pred included). The DDPM table is rebuilt before sigma_min/sigma_max are
+     * read, so stored sampler ranges win over the schedule's. */
+    const cJSON *pred = cJSON_GetObjectItemCaseSensitive(o, "pred");
+    const cJSON *dsched = cJSON_GetObjectItemCaseSensitive(o, "ddpm_schedule");
+    if (cJSON_IsString(dsched)) {
+        dfl_ddpm_schedule ds;
+        if (dfl_ddpm_schedule_parse(dsched->valuestring, &ds)) {
+            st = dfl_fail(DFL_ERR_FORMAT, "%s: config names unknown ddpm_schedule '%s'", path, dsched->valuestring);
+            goto out;
+        }
+        dfl_process_set_ddpm(&m->proc, ds);
+    }
+    if (cJSON_IsString(pred) && (dfl_pred_parse(pred->valuestring, &m->proc.pred) || dfl_pred_check(&m->proc, m->proc.pred))) {
+        st = dfl_fail(DFL_ERR_FORMAT, "%s: config has an invalid pred '%s' for method '%s'", path, pred->valuestring,
+                      method->valuestring);
+        goto out;
+    }
+    m->proc.fm_ot = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(o, "ot"));
+    get_num(o, "beta_min", &m->proc.beta_min);
+    get_num(o, "beta_d", &m->proc.beta_d);
+    get_num(o, "eps_t", &m->proc.eps_t);
+    get_num(o, "ve_sigma_min", &m->proc.ve_sigma_min);
+    get_num(o, "ve_sigma_max", &m->proc.ve_sigma_max);
+    if (!(m->proc.beta_min > 0) || !(m->proc.beta_d >= 0) || !(m->proc.eps_t >= 0 && m->proc.eps_t < 1) ||
+        !(m->proc.ve_sigma_min > 0) || !(m->proc.ve_sigma_max > m->proc.ve_sigma_min)) {
+        st = dfl_fail(DFL_ERR_FORMAT, "%s: config has invalid process constants", path);
+        goto out;
+    }
     get_num(o, "sigma_min", &m->proc.sigma_min);
     get_num(o, "sigma_max", &m->proc.sigma_max);
     get_num(o, "sigma_data", &m->proc.sigma_data);
