@@ -48,11 +48,13 @@ int cmd_bench(int argc, char **argv)
         return 2;
     }
     int img = ac.arch == DFL_ARCH_UNET;
-    if (steps < 0) steps = sample ? 1 : img ? 10 : 200;
-    if (warmup < 0) warmup = sample ? 0 : img ? 2 : 20;
-    if (batch < 0) batch = sample ? 256 : img ? 64 : 512;
-    if (steps < 1 || warmup < 0 || batch < 1 || threads < 0) {
-        fprintf(stderr, "difflow: error: --steps, --batch must be >= 1 and --warmup, --threads >= 0\n");
+    if (!args_find(specs, "--steps")->seen) steps = sample ? 1 : img ? 10 : 200;
+    if (!args_find(specs, "--warmup")->seen) warmup = sample ? 0 : img ? 2 : 20;
+    if (!args_find(specs, "--batch")->seen) batch = sample ? 256 : img ? 64 : 512;
+    const char *bad = steps < 1 ? "--steps must be >= 1" : batch < 1 ? "--batch must be >= 1"
+                    : warmup < 0 ? "--warmup must be >= 0" : threads < 0 ? "--threads must be >= 0" : NULL;
+    if (bad) {
+        fprintf(stderr, "difflow: error: %s\n", bad);
         return 2;
     }
     dfl_set_threads(threads);

@@ -26,6 +26,10 @@ int main(int argc, char **argv)
         return 2;
     }
     const char *c = argv[1];
+    if (!strcmp(c, "help") && argc > 2) { /* "difflow help train" == "difflow train --help" */
+        char *h[2] = {argv[2], "--help"};
+        return main(3, (char *[]){argv[0], h[0], h[1], NULL});
+    }
     if (!strcmp(c, "-h") || !strcmp(c, "--help") || !strcmp(c, "help")) {
         usage(stdout);
         return 0;

@@ -581,9 +581,9 @@ int cmd_train(int argc, char **argv)
         fail_cli("out of memory");
         goto done;
     }
-    fprintf(stderr, "difflow: training %s with %s (pred %s%s) on %s: %zu parameters, %ld steps of batch %d, lr %g, %d threads -> %s\n",
+    fprintf(stderr, "difflow: training %s with %s (pred %s%s) on %s: %zu parameters, %ld steps of batch %d, lr %g, %d thread%s -> %s\n",
             o.preset, o.method, dfl_pred_name(m.proc.pred), m.proc.fm_ot ? ", minibatch OT" : "", o.data, dfl_params_count(dfl_net_params(m.net)), o.steps, o.batch, o.lr,
-            dfl_get_threads(), outdir);
+            dfl_get_threads(), dfl_get_threads() == 1 ? "" : "s", outdir);
 
     /* Ctrl-C / SIGTERM: finish the current step, save a checkpoint, stop. */
     struct sigaction sa;
