@@ -6,17 +6,7 @@ BIN="$1"
 T=$(mktemp -d /tmp/dfl_err.XXXXXX)
 trap 'chmod -R u+w "$T"; rm -rf "$T"' EXIT
 nfail=0
-# expect_error NAME PATTERN -- command...: non-zero exit, stderr has "difflow: error:" and PATTERN.
-expect_error() {
-  local name="$1" pat="$2"; shift 3
-  local err rc
-  err=$("$@" 2>&1 >/dev/null); rc=$?
-  if [ $rc -eq 0 ]; then echo "FAIL $name: exit 0"; nfail=$((nfail+1)); return; fi
-  if ! grep -q "^difflow: error: " <<<"$err"; then echo "FAIL $name: no 'difflow: error:' line: $err"; nfail=$((nfail+1)); return; fi
-  if ! grep -q -- "$pat" <<<"$err"; then echo "FAIL $name: message lacks '$pat': $err"; nfail=$((nfail+1)); return; fi
-  if [ "$(grep -c '^difflow: error: ' <<<"$err")" -ne 1 ]; then echo "FAIL $name: more than one error line: $err"; nfail=$((nfail+1)); return; fi
-  echo "ok   $name: $(grep '^difflow: error: ' <<<"$err")"
-}
+source "$(dirname "$0")/lib.sh"
 
 expect_error "unknown command" "frobnicate" -- "$BIN" frobnicate
 expect_error "unknown flag" "--bogus" -- "$BIN" train --bogus 1

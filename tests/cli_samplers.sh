@@ -6,16 +6,7 @@ BIN="$1"
 T=$(mktemp -d /tmp/dfl_smp.XXXXXX)
 trap 'rm -rf "$T"' EXIT
 nfail=0
-expect_error() {
-  local name="$1" pat="$2"; shift 3
-  local err rc
-  err=$("$@" 2>&1 >/dev/null); rc=$?
-  if [ $rc -eq 0 ]; then echo "FAIL $name: exit 0"; nfail=$((nfail+1)); return; fi
-  if ! grep -q "^difflow: error: " <<<"$err"; then echo "FAIL $name: no 'difflow: error:' line: $err"; nfail=$((nfail+1)); return; fi
-  if ! grep -q -- "$pat" <<<"$err"; then echo "FAIL $name: message lacks '$pat': $err"; nfail=$((nfail+1)); return; fi
-  if [ "$(grep -c '^difflow: error: ' <<<"$err")" -ne 1 ]; then echo "FAIL $name: more than one error line: $err"; nfail=$((nfail+1)); return; fi
-  echo "ok   $name: $(grep '^difflow: error: ' <<<"$err")"
-}
+source "$(dirname "$0")/lib.sh"
 # expect_nfe NAME NFE -- command...: exit 0 and "NFE <NFE>," on stdout.
 expect_nfe() {
   local name="$1" nfe="$2"; shift 3

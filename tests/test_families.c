@@ -8,21 +8,11 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
-#include <cmocka.h>
+#include "dfl_test.h"
 
 #include "difflow/gen.h"
 #include "difflow/io.h"
 
-#define CHECK_CLOSE(a, b, tol)                                                                        \
-    do {                                                                                              \
-        double a_ = (a), b_ = (b);                                                                    \
-        if (!(fabs(a_ - b_) <= (tol))) {                                                              \
-            print_error("%s:%d: %s = %.9g, expected %.9g (tol %g)\n", __FILE__, __LINE__, #a, a_, b_, \
-                        (double)(tol));                                                               \
-            fail();                                                                                   \
-        }                                                                                             \
-    } while (0)
-#define CHECK_REL(a, b, rel) CHECK_CLOSE(a, b, (rel) * fabs((double)(b)))
 
 /* A representative set of times inside each family's range (DDPM: off the knots). */
 static int family_times(dfl_family f, double *t)

@@ -5,19 +5,10 @@
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
-#include <cmocka.h>
+#include "dfl_test.h"
 
 #include "difflow/gen.h"
 
-#define CHECK_CLOSE(a, b, tol)                                                                        \
-    do {                                                                                              \
-        double a_ = (a), b_ = (b);                                                                    \
-        if (!(fabs(a_ - b_) <= (tol))) {                                                              \
-            print_error("%s:%d: %s = %.9g, expected %.9g (tol %g)\n", __FILE__, __LINE__, #a, a_, b_, \
-                        (double)(tol));                                                               \
-            fail();                                                                                   \
-        }                                                                                             \
-    } while (0)
 
 /* Gaussian data N(0, sd^2): x0_hat = alpha sd^2 / v x, eps_hat = sigma / v x, v = alpha^2 sd^2 + sigma^2. */
 typedef struct {

@@ -9,21 +9,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <cmocka.h>
+#include "dfl_test.h"
 
 #include "difflow/likelihood.h"
 
 #define LOG_2PI 1.8378770664093454836
 
-#define CHECK_CLOSE(a, b, tol)                                                                        \
-    do {                                                                                              \
-        double a_ = (a), b_ = (b);                                                                    \
-        if (!(fabs(a_ - b_) <= (tol))) {                                                              \
-            print_error("%s:%d: %s = %.9g, expected %.9g (tol %g)\n", __FILE__, __LINE__, #a, a_, b_, \
-                        (double)(tol));                                                               \
-            fail();                                                                                   \
-        }                                                                                             \
-    } while (0)
 
 /* ---------------------------------------------------------------- Gaussian-mixture oracle */
 

@@ -14,19 +14,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <cmocka.h>
+#include "dfl_test.h"
 
 #include "difflow/gen.h"
 
-#define CHECK_CLOSE(a, b, tol)                                                                        \
-    do {                                                                                              \
-        double a_ = (a), b_ = (b);                                                                    \
-        if (!(fabs(a_ - b_) <= (tol))) {                                                              \
-            print_error("%s:%d: %s = %.9g, expected %.9g (tol %g)\n", __FILE__, __LINE__, #a, a_, b_, \
-                        (double)(tol));                                                               \
-            fail();                                                                                   \
-        }                                                                                             \
-    } while (0)
 
 /* Every family name the project may know; the tests use those dfl_family_parse accepts. */
 static const char *const FAMILY_NAMES[] = {"fm", "edm", "vp", "subvp", "ve", "ddpm"};

@@ -17,6 +17,10 @@ int cmd_eval(int argc, char **argv);
  * 2-D points (chosen by the extension). */
 dfl_status cli_write_samples(const char *path, const float *x, int n, int ndim, const int *shape);
 
+/* Validates --threads, applies it and loads the checkpoint; prints the error line itself.
+ * Returns 0, or the exit status (2 bad flag, 1 unreadable checkpoint). */
+int cli_open_model(const char *ckpt, int threads, dfl_model *m, dfl_model_info *info);
+
 /* Draws n samples in chunks of `batch` from one stream seeded by `seed` (so the result does not
  * depend on the chunk size). shape[1..] is the per-sample shape; x receives (n, ...). */
 dfl_status cli_sample_chunked(dfl_ctx *ctx, const dfl_model *m, const dfl_sample_cfg *sc, uint64_t seed, int n,

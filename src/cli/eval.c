@@ -11,7 +11,7 @@
 #include "difflow/progress.h"
 
 static const char *EVAL_USAGE =
-    "usage: difflow eval --ckpt FILE --metric nll [--split test|train] [-n COUNT] [--probes K]\n"
+    "usage: difflow eval --ckpt FILE [--metric nll] [--split test|train] [-n COUNT] [--probes K]\n"
     "                    [--rtol X] [--atol X] [--seed S] [--exact|--hutchinson] [--batch B]\n"
     "                    [--t-min T] [--t-max T]\n"
     "\n"
@@ -60,7 +60,7 @@ static void column_stats(const float *x, long count, int dim, double *mu, double
 
 int cmd_eval(int argc, char **argv)
 {
-    const char *ckpt = NULL, *metric = NULL, *split = "test", *data_dir = NULL;
+    const char *ckpt = NULL, *metric = "nll", *split = "test", *data_dir = NULL;
     int n = -1, probes = 1, exact = 0, hutch = 0, batch = -1, threads = 0;
     long max_nfe = 20000;
     double rtol = 1e-5, atol = 1e-5, tmin = -1, tmax = -1;
@@ -90,7 +90,7 @@ int cmd_eval(int argc, char **argv)
         return 2;
     }
     if (!metric || strcmp(metric, "nll") != 0) {
-        fprintf(stderr, "difflow: error: --metric must be nll (got '%s')\n", metric ? metric : "(none)");
+        fprintf(stderr, "difflow: error: unknown --metric '%s' (known: nll)\n", metric);
         return 2;
     }
     int test = !strcmp(split, "test");
@@ -114,17 +114,10 @@ int cmd_eval(int argc, char **argv)
         fprintf(stderr, "difflow: error: --max-nfe must be >= 10 (got %ld)\n", max_nfe);
         return 2;
     }
-    if (threads < 0) {
-        fprintf(stderr, "difflow: error: --threads must be >= 0\n");
-        return 2;
-    }
-    dfl_set_threads(threads);
     dfl_model m;
     dfl_model_info info;
-    if (dfl_model_load(ckpt, &m, &info)) {
-        fprintf(stderr, "difflow: error: %s (--ckpt)\n", dfl_last_error());
-        return 1;
-    }
+    int orc = cli_open_model(ckpt, threads, &m, &info);
+    if (orc) return orc;
     const dfl_arch_cfg *ac = dfl_net_cfg(m.net);
     int images = ac->arch == DFL_ARCH_UNET;
     dfl_model_field mf = {NULL, &m, 0, {0, 0, 0, 0}, 0};

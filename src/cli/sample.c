@@ -8,6 +8,20 @@
 #include "difflow/io.h"
 #include "difflow/progress.h"
 
+int cli_open_model(const char *ckpt, int threads, dfl_model *m, dfl_model_info *info)
+{
+    if (threads < 0) {
+        fprintf(stderr, "difflow: error: --threads must be >= 0\n");
+        return 2;
+    }
+    dfl_set_threads(threads);
+    if (dfl_model_load(ckpt, m, info)) {
+        fprintf(stderr, "difflow: error: %s (--ckpt)\n", dfl_last_error());
+        return 1;
+    }
+    return 0;
+}
+
 dfl_status cli_sample_chunked(dfl_ctx *ctx, const dfl_model *m, const dfl_sample_cfg *sc, uint64_t seed, int n,
                               int batch, int ndim, const int *shape, float *x, int *nfe)
 {
@@ -172,17 +186,10 @@ int cmd_sample(int argc, char **argv)
         fprintf(stderr, "difflow: error: --batch must be >= 1 (got %d)\n", batch);
         return 2;
     }
-    if (threads < 0) {
-        fprintf(stderr, "difflow: error: --threads must be >= 0\n");
-        return 2;
-    }
-    dfl_set_threads(threads);
     dfl_model m;
     dfl_model_info info;
-    if (dfl_model_load(ckpt, &m, &info)) {
-        fprintf(stderr, "difflow: error: %s (--ckpt)\n", dfl_last_error());
-        return 1;
-    }
+    int orc = cli_open_model(ckpt, threads, &m, &info);
+    if (orc) return orc;
     const dfl_arch_cfg *ac = dfl_net_cfg(m.net);
     int ndim, shape[4];
     size_t per;
@@ -284,7 +291,8 @@ int cmd_info(int argc, char **argv)
     dfl_params *ps = dfl_net_params(m.net);
     printf("checkpoint:  %s\n", ckpt);
     printf("arch:        %s\n", info.arch);
-    printf("method:      %s\n", dfl_family_name(m.proc.family));
+    printf("method:      %s (pred %s%s)\n", dfl_family_name(m.proc.family), dfl_pred_name(m.proc.pred),
+           m.proc.fm_ot ? ", minibatch OT" : "");
     printf("data:        %s\n", info.data);
     printf("step:        %ld\n", info.step);
     printf("seed:        %" PRIu64 "\n", info.seed);
