@@ -53,7 +53,6 @@ expect_err() {
   grep -q -- "$want" "$T/err" || { cat "$T/err"; fail "eval $*: message should mention $want"; }
 }
 expect_err "--ckpt" --metric nll
-expect_err "--metric" --ckpt "$CK"
 expect_err "--metric" --ckpt "$CK" --metric fid
 expect_err "--split" --ckpt "$CK" --metric nll --split valid
 expect_err "exclude" --ckpt "$CK" --metric nll --exact --hutchinson

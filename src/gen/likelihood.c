@@ -3,6 +3,7 @@
  * ICLR 2019; Hutchinson 1989; Dormand and Prince 1980. */
 #include "difflow/likelihood.h"
 #include "difflow/nn.h"
+#include "difflow/ode.h"
 
 #include <math.h>
 #include <stdlib.h>
@@ -112,22 +113,7 @@ dfl_status dfl_divergence(dfl_vjp_fn f, void *user, const double *x, int n, int 
     return st;
 }
 
-/* ---------------------------------------------------------------- Dormand-Prince RK5(4) */
-
-/* Butcher tableau of Dormand and Prince (1980), "A family of embedded Runge-Kutta formulae",
- * Table 2 (RK5(4)7M): nodes c, stage weights a, fifth-order weights b (= last row of a, FSAL) and
- * the difference e = b - b_hat to the embedded fourth-order solution. */
-static const double DP_C[7] = {0.0, 1.0 / 5, 3.0 / 10, 4.0 / 5, 8.0 / 9, 1.0, 1.0};
-static const double DP_A[7][6] = {
-    {0},
-    {1.0 / 5},
-    {3.0 / 40, 9.0 / 40},
-    {44.0 / 45, -56.0 / 15, 32.0 / 9},
-    {19372.0 / 6561, -25360.0 / 2187, 64448.0 / 6561, -212.0 / 729},
-    {9017.0 / 3168, -355.0 / 33, 46732.0 / 5247, 49.0 / 176, -5103.0 / 18656},
-    {35.0 / 384, 0.0, 500.0 / 1113, 125.0 / 192, -2187.0 / 6784, 11.0 / 84},
-};
-static const double DP_E[7] = {71.0 / 57600, 0.0, -71.0 / 16695, 71.0 / 1920, -17253.0 / 339200, 22.0 / 525, -1.0 / 40};
+/* ---------------------------------------------------------------- PF-ODE solve */
 
 typedef struct {
     dfl_vjp_fn f;
@@ -136,19 +122,15 @@ typedef struct {
     dfl_div_mode mode;
     const double *probe;
     double *xs, *u, *uj, *v, *div; /* scratch */
-    long nfe, max_nfe;
 } ode_sys;
 
-/* y (n, dim + 1) = [x, delta] per sample -> dy. */
-static dfl_status ode_rhs(ode_sys *s, double t, const double *y, double *dy)
+/* y (n, dim + 1) = [x, delta] per sample -> dy (a dfl_ode_fn). */
+static dfl_status ode_rhs(void *user, double t, const double *y, double *dy)
 {
+    ode_sys *s = user;
     int n = s->n, dim = s->dim, w = dim + 1;
-    if (s->nfe >= s->max_nfe)
-        return dfl_fail(DFL_ERR_NUMERIC, "likelihood ODE: more than %ld evaluations (max NFE) at t = %.6g; "
-                        "loosen --rtol/--atol or raise the limit", s->max_nfe, t);
     for (int i = 0; i < n; i++) memcpy(s->xs + (size_t)i * dim, y + (size_t)i * w, (size_t)dim * sizeof *y);
     dfl_status st = div_eval(s->f, s->user, s->xs, n, dim, t, s->mode, s->probe, s->u, s->uj, s->v, s->div);
-    s->nfe++;
     if (st) return st;
     for (int i = 0; i < n; i++) {
         for (int j = 0; j < dim; j++) {
@@ -160,24 +142,6 @@ static dfl_status ode_rhs(ode_sys *s, double t, const double *y, double *dy)
         dy[(size_t)i * w + dim] = s->div[i];
     }
     return DFL_OK;
-}
-
-/* Error norm: max over samples of the RMS over the sample's components. */
-static double err_norm(const double *e, const double *y0, const double *y1, int n, int w, double rtol, double atol)
-{
-    double worst = 0.0;
-    for (int i = 0; i < n; i++) {
-        double s = 0.0;
-        for (int j = 0; j < w; j++) {
-            size_t q = (size_t)i * w + j;
-            double sc = atol + rtol * fmax(fabs(y0[q]), y1 ? fabs(y1[q]) : 0.0);
-            double r = e[q] / sc;
-            s += r * r;
-        }
-        s = sqrt(s / w);
-        if (!(s <= worst)) worst = s; /* NaN propagates as worst */
-    }
-    return worst;
 }
 
 dfl_status dfl_pfode_solve(dfl_vjp_fn f, void *user, int n, int dim, const dfl_loglik_opts *o,
@@ -195,14 +159,13 @@ dfl_status dfl_pfode_solve(dfl_vjp_fn f, void *user, int n, int dim, const dfl_l
     if (mode == DFL_DIV_HUTCHINSON && !probe) return dfl_fail(DFL_ERR_ARG, "likelihood ODE: Hutchinson needs a probe");
     int w = dim + 1;
     size_t nw = (size_t)n * w, nd = (size_t)n * dim, kc = mode == DFL_DIV_EXACT ? (size_t)dim : 1;
-    /* y, y1, k[7], tmp, err + system scratch */
-    size_t total = nw * 11 + nd * (1 + 2 * kc + 1) + (size_t)n;
+    /* y + system scratch */
+    size_t total = nw + nd * (1 + 2 * kc + 1) + (size_t)n;
     double *mem = calloc(total, sizeof *mem);
     if (!mem) return dfl_fail(DFL_ERR_NOMEM, "likelihood ODE: out of memory (%zu doubles)", total);
-    double *y = mem, *y1 = y + nw, *k[7], *tmp = y1 + 8 * nw, *err = tmp + nw;
-    for (int s = 0; s < 7; s++) k[s] = y1 + (size_t)(s + 1) * nw;
-    ode_sys sys = {f, user, n, dim, mode, probe, NULL, NULL, NULL, NULL, NULL, 0, o->max_nfe > 0 ? o->max_nfe : 20000};
-    sys.xs = err + nw;
+    double *y = mem;
+    ode_sys sys = {f, user, n, dim, mode, probe, NULL, NULL, NULL, NULL, NULL};
+    sys.xs = y + nw;
     sys.u = sys.xs + nd;
     sys.uj = sys.u + kc * nd;
     sys.v = sys.uj + kc * nd;
@@ -211,84 +174,27 @@ dfl_status dfl_pfode_solve(dfl_vjp_fn f, void *user, int n, int dim, const dfl_l
         memcpy(y + (size_t)i * w, x + (size_t)i * dim, (size_t)dim * sizeof *y);
         y[(size_t)i * w + dim] = 0.0;
     }
-    dfl_status st;
-    double t = t0, span = t1 - t0;
-    long steps = 0, rejected = 0;
-    if ((st = ode_rhs(&sys, t, y, k[0]))) goto out;
-    /* Initial step (Hairer, Norsett, Wanner, "Solving ODEs I", II.4): h0 from |y|/|f|, then a
-     * finite-difference estimate of the second derivative. */
-    double h;
-    {
-        /* norms scaled by atol + rtol |y| */
-        double d0 = err_norm(y, y, NULL, n, w, o->rtol, o->atol);
-        double d1 = err_norm(k[0], y, NULL, n, w, o->rtol, o->atol);
-        double h0 = (d0 < 1e-5 || d1 < 1e-5) ? 1e-6 * span : 0.01 * d0 / d1;
-        if (h0 > span) h0 = span;
-        for (size_t q = 0; q < nw; q++) tmp[q] = y[q] + h0 * k[0][q];
-        if ((st = ode_rhs(&sys, t + h0, tmp, k[1]))) goto out;
-        for (size_t q = 0; q < nw; q++) err[q] = (k[1][q] - k[0][q]) / h0;
-        double d2 = err_norm(err, y, NULL, n, w, o->rtol, o->atol);
-        double dm = fmax(d1, d2);
-        double h1 = dm <= 1e-15 ? fmax(1e-6 * span, h0 * 1e-3) : pow(0.01 / dm, 0.2);
-        h = fmin(100.0 * h0, h1);
-        if (h > span) h = span;
-    }
-    while (t < t1) {
-        if (t + h > t1 || t1 - (t + h) < 1e-12 * span) h = t1 - t;
-        if (h < 1e-14 * fmax(1.0, fabs(t)) * 16) {
-            st = dfl_fail(DFL_ERR_NUMERIC, "likelihood ODE: step size underflow (h = %.3g) at t = %.6g of [%g, %g]", h, t, t0, t1);
-            goto out;
+    /* One step for all samples: accepted when the worst sample's RMS error passes (group = the
+     * sample's dim + 1 components); Hairer's starting step; a non-finite stage shrinks the step. */
+    dfl_ode_opts oo = {.rtol = o->rtol,
+                       .atol = o->atol,
+                       .h0 = 0.0,
+                       .grow_max = 10.0,
+                       .max_nfe = o->max_nfe > 0 ? o->max_nfe : 20000,
+                       .group = (size_t)w,
+                       .retry_nonfinite = 1,
+                       .who = "likelihood ODE"};
+    dfl_ode_counts cnt;
+    dfl_status st = dfl_ode_dopri5(ode_rhs, &sys, nw, t0, t1, y, &oo, &cnt);
+    if (!st)
+        for (int i = 0; i < n; i++) {
+            memcpy(x + (size_t)i * dim, y + (size_t)i * w, (size_t)dim * sizeof *y);
+            delta[i] = y[(size_t)i * w + dim];
         }
-        for (int s = 1; s < 7; s++) {
-            for (size_t q = 0; q < nw; q++) {
-                double acc = y[q];
-                for (int r = 0; r < s; r++) acc += h * DP_A[s][r] * k[r][q];
-                (s == 6 ? y1 : tmp)[q] = acc;
-            }
-            if ((st = ode_rhs(&sys, t + DP_C[s] * h, s == 6 ? y1 : tmp, k[s]))) {
-                /* a non-finite velocity at a trial point may be the step's fault: shrink and retry */
-                if (st == DFL_ERR_NUMERIC && sys.nfe < sys.max_nfe && h > 1e-10 * span) {
-                    h *= 0.25;
-                    rejected++;
-                    goto retry;
-                }
-                goto out;
-            }
-        }
-        for (size_t q = 0; q < nw; q++) {
-            double e = 0.0;
-            for (int s = 0; s < 7; s++) e += DP_E[s] * k[s][q];
-            err[q] = h * e;
-        }
-        double en = err_norm(err, y, y1, n, w, o->rtol, o->atol);
-        if (!isfinite(en)) {
-            h *= 0.25;
-            rejected++;
-            continue;
-        }
-        if (en <= 1.0) {
-            t = (h == t1 - t) ? t1 : t + h;
-            memcpy(y, y1, nw * sizeof *y);
-            memcpy(k[0], k[6], nw * sizeof *y); /* FSAL: the last stage is f(t + h, y1) */
-            steps++;
-            double fac = en == 0.0 ? 10.0 : 0.9 * pow(en, -0.2);
-            h *= fmin(10.0, fmax(0.2, fac));
-        } else {
-            rejected++;
-            h *= fmax(0.2, 0.9 * pow(en, -0.2));
-        }
-    retry:;
-    }
-    for (int i = 0; i < n; i++) {
-        memcpy(x + (size_t)i * dim, y + (size_t)i * w, (size_t)dim * sizeof *y);
-        delta[i] = y[(size_t)i * w + dim];
-    }
-    st = DFL_OK;
-out:
     if (stats) {
-        stats->nfe += sys.nfe;
-        stats->steps += steps;
-        stats->rejected += rejected;
+        stats->nfe += cnt.nfe;
+        stats->steps += cnt.steps;
+        stats->rejected += cnt.rejected;
     }
     free(mem);
     return st;

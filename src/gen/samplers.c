@@ -2,6 +2,7 @@
  * and their derivatives (DESIGN section 4; shared/reference/diffusion.md 2.2-2.5). No sampler
  * looks at the family: a family added to process.c works with every sampler here. */
 #include "difflow/gen.h"
+#include "difflow/ode.h"
 
 #include <math.h>
 #include <stdlib.h>
@@ -167,86 +168,32 @@ static dfl_status run_euler_heun(run_state *s, const dfl_sample_cfg *c, const do
 
 /* ---------------------------------------------------------------- PF-ODE: Dormand-Prince 5(4) */
 
-/* Butcher tableau of Dormand and Prince (1980), "A family of embedded Runge-Kutta formulae",
- * J. Comp. Appl. Math. 6, Table 2: nodes c, stage weights a, 5th-order weights b (= row 7, FSAL)
- * and the difference e = b - b_hat to the embedded 4th-order solution. */
-static const double DP_C[7] = {0, 1.0 / 5, 3.0 / 10, 4.0 / 5, 8.0 / 9, 1, 1};
-static const double DP_A[7][6] = {
-    {0},
-    {1.0 / 5},
-    {3.0 / 40, 9.0 / 40},
-    {44.0 / 45, -56.0 / 15, 32.0 / 9},
-    {19372.0 / 6561, -25360.0 / 2187, 64448.0 / 6561, -212.0 / 729},
-    {9017.0 / 3168, -355.0 / 33, 46732.0 / 5247, 49.0 / 176, -5103.0 / 18656},
-    {35.0 / 384, 0, 500.0 / 1113, 125.0 / 192, -2187.0 / 6784, 11.0 / 84}};
-static const double DP_E[7] = {71.0 / 57600,      0, -71.0 / 16695, 71.0 / 1920, -17253.0 / 339200,
-                               22.0 / 525, -1.0 / 40};
-
-static dfl_status run_rk45(run_state *s, const dfl_sample_cfg *c, const double *tg, double *x, double *w)
+static dfl_status rk45_rhs(void *user, double t, const double *x, double *d)
 {
-    size_t n = s->n;
-    double *k[7], *xs = w + 7 * n, *xn = w + 8 * n;
-    for (int i = 0; i < 7; i++) k[i] = w + (size_t)i * n;
-    double rtol = c->rtol > 0 ? c->rtol : 1e-5, atol = c->atol > 0 ? c->atol : 1e-5;
-    int max_nfe = c->max_nfe > 0 ? c->max_nfe : 100000;
+    return velocity(user, x, t, d);
+}
+
+/* Adaptive RK45 (include/difflow/ode.h) from tg[0] to tg[N-1], first step min(tg[0] - tg[1],
+ * tg[0] - tg[N-1]), RMS error norm over all values, growth at most 5 per step; a non-finite
+ * stage fails at once. Then the denoised estimate at tg[N-1]. */
+static dfl_status run_rk45(run_state *s, const dfl_sample_cfg *c, const double *tg, double *x)
+{
     int N = c->steps;
     double t = tg[0], tend = tg[N - 1];
-    dfl_status st;
-    int have_D = 0; /* s->D holds x0_hat at (x, t) */
     if (tend < t) {
-        double h = -(t - tg[1] < t - tend ? t - tg[1] : t - tend);
-        if ((st = velocity(s, x, t, k[0]))) return st;
-        while (t > tend) {
-            if (s->nfe + 6 > max_nfe)
-                return dfl_fail(DFL_ERR_NUMERIC,
-                                "sampler rk45: no convergence within %d evaluations; stopped at t = %g (target %g, "
-                                "step %g)",
-                                max_nfe, t, tend, h);
-            int last = t + h <= tend;
-            if (last) h = tend - t;
-            for (int st_i = 1; st_i < 7; st_i++) {
-                double *dst = st_i < 6 ? xs : xn;
-                for (size_t j = 0; j < n; j++) {
-                    double acc = 0;
-                    for (int q = 0; q < st_i; q++) acc += DP_A[st_i][q] * k[q][j];
-                    dst[j] = x[j] + h * acc;
-                }
-                if ((st = check_state(dst, n, "rk45", t))) return st;
-                if ((st = velocity(s, dst, t + DP_C[st_i] * h, k[st_i]))) return st;
-            }
-            /* xn = 5th-order solution (stage 7 was evaluated there: FSAL). Error norm: RMS. */
-            double err = 0;
-            for (size_t j = 0; j < n; j++) {
-                double e = 0;
-                for (int q = 0; q < 7; q++) e += DP_E[q] * k[q][j];
-                e *= h;
-                double sc = atol + rtol * fmax(fabs(x[j]), fabs(xn[j]));
-                err += (e / sc) * (e / sc);
-            }
-            err = sqrt(err / (double)n);
-            if (!isfinite(err)) return dfl_fail(DFL_ERR_NUMERIC, "sampler rk45: non-finite error estimate at t = %g", t);
-            if (err <= 1.0) {
-                t = last ? tend : t + h;
-                memcpy(x, xn, n * sizeof *x);
-                memcpy(k[0], k[6], n * sizeof *x);
-                have_D = 1;
-            } else {
-                have_D = 0;
-            }
-            double fac = err == 0 ? 5.0 : 0.9 * pow(err, -0.2);
-            fac = fac < 0.2 ? 0.2 : fac > 5.0 ? 5.0 : fac;
-            if (err > 1.0 && fac > 1.0) fac = 1.0;
-            h *= fac;
-            if (t > tend && fabs(h) < 1e-12 * fmax(fabs(t), 1e-300))
-                return dfl_fail(DFL_ERR_NUMERIC, "sampler rk45: step size underflow (stuck) at t = %g (target %g)", t,
-                                tend);
-        }
-        /* The accepted step's 7th stage was evaluated at (x, tend); if a rejection followed it the
-         * buffers were overwritten, but a rejection cannot follow the last accepted step. */
-    }
-    if (have_D) {
+        dfl_ode_opts o = {.rtol = c->rtol > 0 ? c->rtol : 1e-5,
+                          .atol = c->atol > 0 ? c->atol : 1e-5,
+                          .h0 = t - tg[1] < t - tend ? t - tg[1] : t - tend,
+                          .grow_max = 5.0,
+                          .max_nfe = c->max_nfe > 0 ? c->max_nfe : 100000,
+                          .group = 0,
+                          .retry_nonfinite = 0,
+                          .who = "sampler rk45"};
+        dfl_status st = dfl_ode_dopri5(rk45_rhs, s, s->n, t, tend, x, &o, NULL);
+        if (st) return st;
+        /* The last evaluation was the FSAL stage at (x, tend): s->D holds x0_hat there. */
         double a0 = dfl_alpha(s->p, 0.0);
-        for (size_t j = 0; j < n; j++) x[j] = a0 * s->D[j];
+        for (size_t j = 0; j < s->n; j++) x[j] = a0 * s->D[j];
         return DFL_OK;
     }
     return final_denoise(s, x, tend);
@@ -460,7 +407,7 @@ dfl_status dfl_sample_run(const dfl_process *p, const dfl_sample_cfg *cfg, dfl_d
         return dfl_fail(DFL_ERR_ARG, "sampler %s: this setting is stochastic and needs a random stream", name);
     int N = cfg->steps;
     double *tg = malloc((size_t)(N + 1) * sizeof *tg);
-    double *w = malloc(9 * n * sizeof *w);
+    double *w = malloc(4 * n * sizeof *w); /* scratch: edm needs 4n, the others less */
     run_state s = {p, den, user, rng, n, nsamp, malloc(n * sizeof(float)), malloc(n * sizeof(float)),
                    malloc(n * sizeof(float)), malloc(n * sizeof(double)), 0};
     if (!tg || !w || !s.xf || !s.D || !s.E || !s.z) {
@@ -486,7 +433,7 @@ dfl_status dfl_sample_run(const dfl_process *p, const dfl_sample_cfg *cfg, dfl_d
     switch (cfg->sampler) {
     case DFL_SAMPLER_EULER:
     case DFL_SAMPLER_HEUN: st = run_euler_heun(&s, cfg, tg, x, w); break;
-    case DFL_SAMPLER_RK45: st = run_rk45(&s, cfg, tg, x, w); break;
+    case DFL_SAMPLER_RK45: st = run_rk45(&s, cfg, tg, x); break;
     case DFL_SAMPLER_DPMPP2M: st = run_dpmpp2m(&s, cfg, tg, x, w); break;
     case DFL_SAMPLER_EDM: st = run_edm(&s, cfg, tg, x, w); break;
     case DFL_SAMPLER_DDPM:
