@@ -230,6 +230,14 @@ dfl_status dfl_denoise(dfl_ctx *ctx, const dfl_model *m, const float *x, int ndi
 dfl_tensor *dfl_model_loss(dfl_ctx *ctx, const dfl_model *m, const float *x0, int ndim, const int *shape,
                            dfl_rng *rng);
 
+/* Rectified-flow reflow loss (Liu, Gong, Liu ICLR 2023, Eq. 1 with the coupling (Z0, Z1) of
+ * Algorithm 1's step 2): the pairs are given, x0[b] the data end and eps[b] the noise end of the
+ * previous flow's ODE trajectory, both (N, ...). t ~ U(0, 1), x_t = (1 - t) x0 + t eps,
+ * loss = mean |F(x_t, t) - (eps - x0)|^2. Only for FM with velocity prediction (DFL_ERR_ARG
+ * otherwise; NULL returned with the message set). */
+dfl_tensor *dfl_model_loss_paired(dfl_ctx *ctx, const dfl_model *m, const float *x0, const float *eps, int ndim,
+                                  const int *shape, dfl_rng *rng);
+
 /* ---------------------------------------------------------------- schedules and samplers */
 
 /* Time discretizations (shared/reference/diffusion.md 2.1, 1.6). Every grid has steps + 1 entries

@@ -8,6 +8,7 @@
 #include "difflow/nn.h"
 
 int cmd_train(int argc, char **argv);
+int cmd_reflow(int argc, char **argv);
 int cmd_sample(int argc, char **argv);
 int cmd_info(int argc, char **argv);
 int cmd_bench(int argc, char **argv);

@@ -11,6 +11,7 @@ static void usage(FILE *f)
             "\n"
             "commands:\n"
             "  train    train a model (default: flow matching on Fashion-MNIST) into runs/NAME/\n"
+            "  reflow   train the next rectified flow on (noise, sample) pairs of a flow-matching model\n"
             "  sample   draw samples from a checkpoint into a PNG grid (images) or CSV (2-D)\n"
             "  info     describe a checkpoint: architecture, method, step, tensors\n"
             "  eval     test log-likelihood (nats, bits/dim) through the probability-flow ODE\n"
@@ -35,10 +36,11 @@ int main(int argc, char **argv)
         return 0;
     }
     if (!strcmp(c, "train")) return cmd_train(argc - 2, argv + 2);
+    if (!strcmp(c, "reflow")) return cmd_reflow(argc - 2, argv + 2);
     if (!strcmp(c, "sample")) return cmd_sample(argc - 2, argv + 2);
     if (!strcmp(c, "info")) return cmd_info(argc - 2, argv + 2);
     if (!strcmp(c, "bench")) return cmd_bench(argc - 2, argv + 2);
     if (!strcmp(c, "eval")) return cmd_eval(argc - 2, argv + 2);
-    fprintf(stderr, "difflow: error: unknown command '%s' (commands: train, sample, info, bench, eval; see difflow --help)\n", c);
+    fprintf(stderr, "difflow: error: unknown command '%s' (commands: train, reflow, sample, info, eval, bench; see difflow --help)\n", c);
     return 2;
 }

@@ -32,6 +32,8 @@ static const char *TRAIN_USAGE =
 
 typedef struct {
     const char *data, *data_dir, *method, *preset, *out, *pred, *ddpm_schedule;
+    const char *reflow_from; /* reflow mode: the previous flow's checkpoint */
+    int pairs, pair_steps;
     int ot;
     long steps;
     int batch, warmup, threads, resume, log_every, ckpt_every, n_samples, sample_steps;
@@ -322,12 +324,37 @@ static int fail_cli(const char *what)
     return 1;
 }
 
+int cmd_reflow(int argc, char **argv)
+{
+    int has = 0, help = 0;
+    for (int i = 0; i < argc; i++) {
+        has |= !strcmp(argv[i], "--ckpt") || !strcmp(argv[i], "--reflow-from") || !strncmp(argv[i], "--ckpt=", 7) ||
+               !strncmp(argv[i], "--reflow-from=", 14);
+        help |= !strcmp(argv[i], "--help") || !strcmp(argv[i], "-h");
+    }
+    if (help) {
+        printf("usage: difflow reflow --ckpt runs/NAME/model.safetensors [--pairs N] [--pair-steps N] [--steps N] [--out DIR] ...\n\n"
+               "Rectified-flow reflow (Liu, Gong, Liu 2023, Algorithm 1): draws noise z, integrates the given flow-matching\n"
+               "model's ODE from z to a sample x0 (Heun, --pair-steps uniform steps), and trains the next flow, initialised\n"
+               "from the given one, on the straight paths between these (x0, z) pairs. The reflowed model samples well in\n"
+               "one to a few Euler steps: difflow sample --ckpt runs/NAME-reflow/model.safetensors --sampler euler --steps 1.\n"
+               "Every 'difflow train' flag applies (see difflow train --help); data, method and architecture come from --ckpt.\n");
+        return 0;
+    }
+    if (!has) {
+        fprintf(stderr, "difflow: error: reflow needs --ckpt FILE, a flow-matching checkpoint (see difflow reflow --help)\n");
+        return 2;
+    }
+    return cmd_train(argc, argv);
+}
+
 int cmd_train(int argc, char **argv)
 {
     train_opts o = {.data = "fashion-mnist", .data_dir = NULL, .method = "fm", .preset = NULL, .out = NULL, .pred = NULL,
                     .ddpm_schedule = NULL, .ot = 0,
                     .steps = -1, .batch = -1, .lr = -1, .warmup = -1, .clip = 1.0, .ema_halflife = -1,
-                    .seed = 0, .threads = 0, .log_every = -1, .ckpt_every = -1, .n_samples = 64, .sample_steps = 18};
+                    .seed = 0, .threads = 0, .log_every = -1, .ckpt_every = -1, .n_samples = 64, .sample_steps = 18,
+                    .reflow_from = NULL, .pairs = -1, .pair_steps = 50};
     arg_spec specs[] = {
         {"--data", NULL, ARG_STR, &o.data, "NAME", "fashion-mnist, moons or 8gaussians", 0},
         {"--data-dir", NULL, ARG_STR, &o.data_dir, "DIR", "Fashion-MNIST IDX directory (default " DFL_FMNIST_DIR ")", 0},
@@ -350,11 +377,42 @@ int cmd_train(int argc, char **argv)
         {"--ckpt-every", NULL, ARG_INT, &o.ckpt_every, "N", "checkpoint interval in steps (default steps/4)", 0},
         {"--samples", NULL, ARG_INT, &o.n_samples, "N", "samples drawn at the end (0: none)", 0},
         {"--sample-steps", NULL, ARG_INT, &o.sample_steps, "N", "Heun steps for the end-of-run samples", 0},
+        {"--reflow-from", "--ckpt", ARG_STR, &o.reflow_from, "FILE", "reflow: train the next rectified flow on (noise, sample) pairs of this FM model", 0},
+        {"--pairs", NULL, ARG_INT, &o.pairs, "N", "reflow: number of pairs (default 20000 2-D, 5000 images)", 0},
+        {"--pair-steps", NULL, ARG_INT, &o.pair_steps, "N", "reflow: Heun steps (uniform t) generating each pair", 0},
         {NULL, NULL, 0, NULL, NULL, NULL, 0}};
     int pr = args_parse("train", TRAIN_USAGE, specs, argc, argv);
     if (pr) return pr > 0 ? 0 : 2;
 
     char msg[8192];
+    dfl_model teacher = {0};
+    dfl_model_info tinfo;
+    if (o.reflow_from) {
+        if (args_find(specs, "--data")->seen || args_find(specs, "--method")->seen || args_find(specs, "--pred")->seen)
+            return fail_cli("reflow takes the data, method and architecture of --reflow-from; drop --data/--method/--pred");
+        if (dfl_model_load(o.reflow_from, &teacher, &tinfo)) {
+            snprintf(msg, sizeof msg, "%s (--reflow-from)", dfl_last_error());
+            return fail_cli(msg);
+        }
+        if (teacher.proc.family != DFL_FAMILY_FM || teacher.proc.pred != DFL_PRED_VELOCITY) {
+            dfl_net_free(teacher.net);
+            snprintf(msg, sizeof msg, "%s: reflow needs a flow-matching model (method fm, pred velocity), not %s (--reflow-from)",
+                     o.reflow_from, dfl_family_name(teacher.proc.family));
+            return fail_cli(msg);
+        }
+        static char tdata[256], tarch[32];
+        snprintf(tdata, sizeof tdata, "%s", tinfo.data);
+        snprintf(tarch, sizeof tarch, "%s", tinfo.arch);
+        o.data = tdata;
+        o.preset = tarch;
+        o.method = "fm";
+        if (o.pair_steps < 1) {
+            dfl_net_free(teacher.net);
+            return fail_cli("--pair-steps must be >= 1");
+        }
+    } else if (args_find(specs, "--pairs")->seen || args_find(specs, "--pair-steps")->seen) {
+        return fail_cli("--pairs and --pair-steps are for reflow (difflow reflow --ckpt FILE)");
+    }
     dfl_family fam;
     if (dfl_family_parse(o.method, &fam)) {
         snprintf(msg, sizeof msg, "%s (--method)", dfl_last_error());
@@ -432,7 +490,15 @@ int cmd_train(int argc, char **argv)
 
     char outdir[2048];
     if (o.out) snprintf(outdir, sizeof outdir, "%s", o.out);
-    else snprintf(outdir, sizeof outdir, "runs/%s-%s", o.data, o.method);
+    else if (o.reflow_from) {
+        /* next to the previous flow's run: runs/NAME/model.safetensors -> runs/NAME-reflow */
+        char tdir[2000];
+        snprintf(tdir, sizeof tdir, "%s", o.reflow_from);
+        char *slash = strrchr(tdir, '/');
+        if (slash) *slash = 0;
+        else snprintf(tdir, sizeof tdir, "runs/%s-fm", o.data);
+        snprintf(outdir, sizeof outdir, "%s-reflow", tdir);
+    } else snprintf(outdir, sizeof outdir, "runs/%s-%s", o.data, o.method);
     char p_model[2300], p_state[2300], p_cfg[2300], p_log[2300], p_plot[2300], p_samples[2300];
     snprintf(p_model, sizeof p_model, "%s/model.safetensors", outdir);
     snprintf(p_state, sizeof p_state, "%s/train_state.safetensors", outdir);
@@ -455,14 +521,14 @@ int cmd_train(int argc, char **argv)
     /* Data. */
     dfl_dataset ds;
     memset(&ds, 0, sizeof ds);
-    if (is_images) {
+    if (is_images && !o.reflow_from) {
         if (dfl_fmnist_load(o.data_dir ? o.data_dir : DFL_FMNIST_DIR, 1, &ds)) {
             snprintf(msg, sizeof msg, "%s (install Debian's dataset-fashion-mnist or pass --data-dir)", dfl_last_error());
             return fail_cli(msg);
         }
     }
 
-    if (is_images && (ds.c != ac.channels || ds.h != ac.height || ds.w != ac.width)) {
+    if (is_images && !o.reflow_from && (ds.c != ac.channels || ds.h != ac.height || ds.w != ac.width)) {
         snprintf(msg, sizeof msg, "%s: images are %dx%dx%d but %s expects %dx%dx%d (--data-dir)",
                  o.data_dir ? o.data_dir : DFL_FMNIST_DIR, ds.c, ds.h, ds.w, o.preset, ac.channels, ac.height, ac.width);
         dfl_dataset_free(&ds);
@@ -480,7 +546,7 @@ int cmd_train(int argc, char **argv)
     dfl_ctx *ctx = dfl_ctx_new();
     dfl_adam opt;
     memset(&opt, 0, sizeof opt);
-    float *xb = NULL, *samples = NULL;
+    float *xb = NULL, *samples = NULL, *pair_x0 = NULL, *pair_eps = NULL, *xe = NULL;
     uint32_t *perm = NULL;
     FILE *logf = NULL;
     if (!m.net || !ctx) {
@@ -565,11 +631,11 @@ int cmd_train(int argc, char **argv)
     if (is_images) {
         ndim = 4;
         shape[0] = o.batch;
-        shape[1] = ds.c;
-        shape[2] = ds.h;
-        shape[3] = ds.w;
-        per = (size_t)ds.c * ds.h * ds.w;
-        perm = malloc((size_t)ds.n * sizeof *perm);
+        shape[1] = ac.channels;
+        shape[2] = ac.height;
+        shape[3] = ac.width;
+        per = (size_t)ac.channels * ac.height * ac.width;
+        if (!o.reflow_from) perm = malloc((size_t)ds.n * sizeof *perm);
     } else {
         ndim = 2;
         shape[0] = o.batch;
@@ -577,9 +643,57 @@ int cmd_train(int argc, char **argv)
         per = 2;
     }
     xb = malloc((size_t)o.batch * per * sizeof *xb);
-    if (!xb || (is_images && !perm)) {
+    if (!xb || (is_images && !o.reflow_from && !perm)) {
         fail_cli("out of memory");
         goto done;
+    }
+    if (o.reflow_from) {
+        /* Rectified flow, Algorithm 1 step 2 (Liu et al. 2023): pairs (Z0 = x0 from the previous
+         * flow's ODE, Z1 = the noise it started from); the new flow starts from the previous
+         * flow's weights. The pairs are a pure function of (teacher, seed), so --resume
+         * regenerates the same ones. */
+        if (!args_find(specs, "--pairs")->seen) o.pairs = is_images ? 5000 : 20000;
+        if (o.pairs < o.batch) {
+            snprintf(msg, sizeof msg, "--pairs must be >= --batch (%d)", o.batch);
+            fail_cli(msg);
+            goto done;
+        }
+        dfl_params *ps = dfl_net_params(m.net), *tp = dfl_net_params(teacher.net);
+        if (!o.resume)
+            for (int i = 0; i < ps->n; i++) memcpy(ps->p[i].t->data, tp->p[i].t->data, ps->p[i].t->n * sizeof(float));
+        pair_x0 = malloc((size_t)o.pairs * per * sizeof *pair_x0);
+        pair_eps = malloc((size_t)o.pairs * per * sizeof *pair_eps);
+        perm = malloc((size_t)o.pairs * sizeof *perm);
+        xe = malloc((size_t)o.batch * per * sizeof *xe);
+        if (!pair_x0 || !pair_eps || !perm || !xe) {
+            fail_cli("out of memory for the reflow pairs (--pairs)");
+            goto done;
+        }
+        dfl_sample_cfg pc;
+        dfl_sample_cfg_default(&pc);
+        pc.sampler = DFL_SAMPLER_HEUN;
+        pc.schedule = DFL_SCHED_UNIFORM; /* starts at t = 1 exactly, where x_T = z */
+        pc.steps = o.pair_steps;
+        dfl_rng prng;
+        dfl_rng_init(&prng, o.seed ^ 0xA5A5A5A5DEADBEEFull);
+        dfl_progress pp;
+        dfl_progress_start(&pp, stderr, "reflow pairs", 0, o.pairs, 256);
+        int nfe = 0;
+        for (int i0 = 0; i0 < o.pairs; i0 += 256) {
+            int b = o.pairs - i0 < 256 ? o.pairs - i0 : 256;
+            int cs[4] = {b, shape[1], shape[2], shape[3]};
+            dfl_rng z = prng; /* dfl_sample draws x_T = sigma(1) z = z from this stream */
+            dfl_rng_fill_normal(&z, pair_eps + (size_t)i0 * per, (size_t)b * per);
+            if (dfl_sample(ctx, &teacher, &pc, &prng, ndim, cs, pair_x0 + (size_t)i0 * per, &nfe)) {
+                dfl_progress_end(&pp);
+                snprintf(msg, sizeof msg, "generating reflow pairs: %s", dfl_last_error());
+                fail_cli(msg);
+                goto done;
+            }
+            dfl_progress_update(&pp, i0 + b, NAN);
+        }
+        dfl_progress_end(&pp);
+        fprintf(stderr, "difflow: %d reflow pairs from %s (heun, %d NFE each)\n", o.pairs, o.reflow_from, nfe);
     }
     fprintf(stderr, "difflow: training %s with %s (pred %s%s) on %s: %zu parameters, %ld steps of batch %d, lr %g, %d thread%s -> %s\n",
             o.preset, o.method, dfl_pred_name(m.proc.pred), m.proc.fm_ot ? ", minibatch OT" : "", o.data, dfl_params_count(dfl_net_params(m.net)), o.steps, o.batch, o.lr,
@@ -599,7 +713,19 @@ int cmd_train(int argc, char **argv)
     int acc_n = 0;
     while (step < o.steps) {
         /* Batch. */
-        if (is_images) {
+        if (o.reflow_from) {
+            for (int b = 0; b < o.batch; b++) {
+                long pos = step * o.batch + b;
+                long epoch = pos / o.pairs;
+                if (epoch != cur_epoch) {
+                    epoch_perm(perm, o.pairs, o.seed, epoch);
+                    cur_epoch = epoch;
+                }
+                uint32_t j = perm[pos % o.pairs];
+                memcpy(xb + (size_t)b * per, pair_x0 + (size_t)j * per, per * sizeof *xb);
+                memcpy(xe + (size_t)b * per, pair_eps + (size_t)j * per, per * sizeof *xe);
+            }
+        } else if (is_images) {
             uint32_t idx[65536];
             for (int b = 0; b < o.batch; b++) {
                 long pos = step * o.batch + b;
@@ -617,7 +743,8 @@ int cmd_train(int argc, char **argv)
         }
         dfl_ctx_reset(ctx);
         dfl_params_zero_grad(dfl_net_params(m.net));
-        dfl_tensor *loss = dfl_model_loss(ctx, &m, xb, ndim, shape, &rng);
+        dfl_tensor *loss = o.reflow_from ? dfl_model_loss_paired(ctx, &m, xb, xe, ndim, shape, &rng)
+                                         : dfl_model_loss(ctx, &m, xb, ndim, shape, &rng);
         if (!loss) {
             snprintf(msg, sizeof msg, "%s", dfl_last_error());
             fail_cli(msg);
@@ -716,6 +843,10 @@ done:
     if (logf) fclose(logf);
     free(xb);
     free(perm);
+    free(pair_x0);
+    free(pair_eps);
+    free(xe);
+    dfl_net_free(teacher.net);
     free(samples);
     dfl_adam_free(&opt);
     dfl_net_free(m.net);

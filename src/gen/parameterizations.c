@@ -260,3 +260,35 @@ dfl_tensor *dfl_model_loss(dfl_ctx *ctx, const dfl_model *m, const float *x0, in
     dfl_tensor *F = dfl_net_forward(ctx, m->net, xin, tt);
     return dfl_mse(ctx, F, target, NULL);
 }
+
+dfl_tensor *dfl_model_loss_paired(dfl_ctx *ctx, const dfl_model *m, const float *x0, const float *eps, int ndim,
+                                  const int *shape, dfl_rng *rng)
+{
+    size_t n = dfl_shape_numel(ndim, shape);
+    if (n == 0 || !x0 || !eps) {
+        dfl_fail(DFL_ERR_SHAPE, "reflow loss: invalid batch");
+        return NULL;
+    }
+    const dfl_process *p = &m->proc;
+    if (!(p->family == DFL_FAMILY_FM && p->pred == DFL_PRED_VELOCITY)) {
+        dfl_fail(DFL_ERR_ARG, "reflow loss: needs a flow-matching model with velocity prediction (got %s, pred %s)",
+                 dfl_family_name(p->family), dfl_pred_name(p->pred));
+        return NULL;
+    }
+    int N = shape[0], ts[1] = {N};
+    size_t per = n / (size_t)N;
+    dfl_tensor *xin = dfl_tensor_tmp(ctx, ndim, shape);
+    dfl_tensor *target = dfl_tensor_tmp(ctx, ndim, shape);
+    dfl_tensor *tt = dfl_tensor_tmp(ctx, 1, ts);
+    if (!xin || !target || !tt) return NULL;
+    for (int b = 0; b < N; b++) {
+        double t = dfl_rng_uniform_d(rng);
+        tt->data[b] = (float)t;
+        for (size_t i = 0; i < per; i++) {
+            size_t k = (size_t)b * per + i;
+            xin->data[k] = (float)((1.0 - t) * x0[k] + t * eps[k]);
+            target->data[k] = eps[k] - x0[k];
+        }
+    }
+    return dfl_mse(ctx, dfl_net_forward(ctx, m->net, xin, tt), target, NULL);
+}
