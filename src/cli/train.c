@@ -18,7 +18,7 @@
 #include "difflow/progress.h"
 
 static const char *TRAIN_USAGE =
-    "usage: difflow train [--data fashion-mnist|moons|8gaussians] [--method fm|edm|vp|subvp|ve|ddpm] [--preset toy-mlp|fmnist-unet-s]\n"
+    "usage: difflow train [--data fashion-mnist|moons|8gaussians|checkerboard] [--method fm|edm|vp|subvp|ve|ddpm] [--preset toy-mlp|fmnist-unet-s]\n"
     "                     [--pred eps|x0|v|velocity|edm] [--ot] [--ddpm-schedule linear|cosine]\n"
     "                     [--steps N] [--batch B] [--lr X] [--seed S] [--out runs/NAME] [--resume] ...\n"
     "\n"
@@ -356,7 +356,7 @@ int cmd_train(int argc, char **argv)
                     .seed = 0, .threads = 0, .log_every = -1, .ckpt_every = -1, .n_samples = 64, .sample_steps = 18,
                     .reflow_from = NULL, .pairs = -1, .pair_steps = 50};
     arg_spec specs[] = {
-        {"--data", NULL, ARG_STR, &o.data, "NAME", "fashion-mnist, moons or 8gaussians", 0},
+        {"--data", NULL, ARG_STR, &o.data, "NAME", "fashion-mnist, moons, 8gaussians or checkerboard", 0},
         {"--data-dir", NULL, ARG_STR, &o.data_dir, "DIR", "Fashion-MNIST IDX directory (default " DFL_FMNIST_DIR ")", 0},
         {"--method", NULL, ARG_STR, &o.method, "NAME", "fm (flow matching), edm, vp, subvp, ve or ddpm", 0},
         {"--pred", NULL, ARG_STR, &o.pred, "KIND", "network output: eps, x0, v, velocity or edm (default: by method)", 0},
@@ -451,7 +451,7 @@ int cmd_train(int argc, char **argv)
     }
     int is_images = strcmp(o.data, "fashion-mnist") == 0;
     if (!is_images && !dfl_toy_known(o.data)) {
-        snprintf(msg, sizeof msg, "unknown dataset '%s' (--data; known: fashion-mnist, moons, 8gaussians)", o.data);
+        snprintf(msg, sizeof msg, "unknown dataset '%s' (--data; known: fashion-mnist, moons, 8gaussians, checkerboard)", o.data);
         return fail_cli(msg);
     }
     if (!o.preset) o.preset = is_images ? "fmnist-unet-s" : "toy-mlp";
