@@ -33,6 +33,7 @@ void dfl_k_linear_bwd(const float *x, const float *w, const float *dy, float *dx
 /* Naive references of the two above (same shapes, same accumulate semantics). */
 void dfl_k_linear_fwd_ref(const float *x, const float *w, const float *b, float *y, int M, int K,
                           int N);
+/* Reference of dfl_k_linear_bwd: x (M, K), w (N, K), dy (M, N); accumulates into dx, dw, db. */
 void dfl_k_linear_bwd_ref(const float *x, const float *w, const float *dy, float *dx, float *dw,
                           float *db, int M, int K, int N);
 
@@ -77,6 +78,8 @@ int dfl_k_conv2d_set_direct(int on);
 /* Naive direct-loop references (no im2col, no BLAS). Same shapes and semantics as above. */
 void dfl_k_conv2d_fwd_ref(const float *x, const float *w, const float *b, float *y, int N, int C,
                           int H, int W, int O, int k, int pad);
+/* Reference of dfl_k_conv2d_bwd: x (N, C, H, W), w (O, C, k, k), dy (N, O, Ho, Wo); accumulates
+ * into dx, dw (same shapes as x, w) and db (O); any of them may be NULL. */
 void dfl_k_conv2d_bwd_ref(const float *x, const float *w, const float *dy, float *dx, float *dw,
                           float *db, int N, int C, int H, int W, int O, int k, int pad);
 
@@ -102,6 +105,8 @@ void dfl_k_group_norm_bwd(const float *x, const float *gamma, const float *mean,
 /* Naive two-pass references (mean, then variance), same shapes. */
 void dfl_k_group_norm_fwd_ref(const float *x, const float *gamma, const float *beta, float *y,
                               float *mean, float *rstd, int N, int C, int S, int G, float eps);
+/* Reference of dfl_k_group_norm_bwd: x, dy, dx (N, C, S); mean, rstd (N, G) from the forward;
+ * dgamma, dbeta (C) accumulated (Wu & He 2018). */
 void dfl_k_group_norm_bwd_ref(const float *x, const float *gamma, const float *mean,
                               const float *rstd, const float *dy, float *dx, float *dgamma,
                               float *dbeta, int N, int C, int S, int G);
@@ -115,7 +120,9 @@ void dfl_k_group_norm_bwd_ref(const float *x, const float *gamma, const float *m
 void dfl_k_silu_fwd(const float *x, float *y, size_t n);
 /* dx += dy * s (1 + x (1 - s)), s = sigmoid(x). x, dy, dx (n). */
 void dfl_k_silu_bwd(const float *x, const float *dy, float *dx, size_t n);
+/* Reference SiLU with libm expf: y = x / (1 + e^-x). x, y (n). */
 void dfl_k_silu_fwd_ref(const float *x, float *y, size_t n);
+/* Reference SiLU backward: dx += dy s (1 + x (1 - s)), s = sigmoid(x). x, dy, dx (n). */
 void dfl_k_silu_bwd_ref(const float *x, const float *dy, float *dx, size_t n);
 
 /* Binary ops with broadcasting. */
@@ -138,6 +145,8 @@ void dfl_k_binary_bwd(dfl_k_binop op, const float *a, const int ash4[4], const f
 /* References: index arithmetic per element (div/mod on the 4-D index). */
 void dfl_k_binary_fwd_ref(dfl_k_binop op, const float *a, const int ash4[4], const float *b,
                           const int bsh4[4], float *y, const int ysh4[4]);
+/* Reference backward of a broadcast binary op: a (ash4), b (bsh4), dy (ysh4), each a 4-D shape
+ * right-aligned as NumPy broadcasting; da, db (shapes of a, b) accumulated, either may be NULL. */
 void dfl_k_binary_bwd_ref(dfl_k_binop op, const float *a, const int ash4[4], const float *b,
                           const int bsh4[4], const float *dy, const int ysh4[4], float *da,
                           float *db);
@@ -146,6 +155,7 @@ void dfl_k_binary_bwd_ref(dfl_k_binop op, const float *a, const int ash4[4], con
 void dfl_k_scale_fwd(const float *x, float s, float *y, size_t n);
 /* dx += s dy. dy (n), dx (n). (Also the backward of add/sub with equal shapes, s = +-1.) */
 void dfl_k_axpy(float s, const float *dy, float *dx, size_t n);
+/* References of dfl_k_scale_fwd (y = s x) and dfl_k_axpy (dx += s dy); arrays of n floats. */
 void dfl_k_scale_fwd_ref(const float *x, float s, float *y, size_t n);
 void dfl_k_axpy_ref(float s, const float *dy, float *dx, size_t n);
 

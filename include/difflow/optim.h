@@ -28,6 +28,7 @@ typedef struct {
 /* Adam (Kingma & Ba 2015, Algorithm 1) with bias correction; AdamW (Loshchilov & Hutter 2019)
  * when weight_decay > 0. Returns DFL_ERR_NOMEM/DFL_ERR_ARG. */
 dfl_status dfl_adam_init(dfl_adam *opt, dfl_params *ps, const dfl_adam_cfg *cfg);
+/* Frees the moments and EMA buffers (not the parameters); safe on a zeroed or freed optimizer. */
 void dfl_adam_free(dfl_adam *opt);
 /* Learning rate at step `step` (0-based): lr * min(1, (step+1)/warmup). */
 float dfl_adam_lr(const dfl_adam *opt, long step);
