@@ -55,6 +55,8 @@ expect_err() {
 expect_err "--ckpt" --metric nll
 expect_err "--metric" --ckpt "$CK" --metric fid
 expect_err "--split" --ckpt "$CK" --metric nll --split valid
+expect_err "-n" --ckpt "$CK" -n -5
+expect_err "--batch" --ckpt "$CK" --batch 0
 expect_err "exclude" --ckpt "$CK" --metric nll --exact --hutchinson
 expect_err "--probes" --ckpt "$CK" --metric nll --probes 0
 expect_err "--rtol" --ckpt "$CK" --metric nll --rtol 0

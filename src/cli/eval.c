@@ -116,6 +116,11 @@ int cmd_eval(int argc, char **argv)
     }
     dfl_model m;
     dfl_model_info info;
+    if ((args_find(specs, "-n")->seen && n < 1) || (args_find(specs, "--batch")->seen && batch < 1)) {
+        fprintf(stderr, "difflow: error: %s must be >= 1 (got %d)\n", args_find(specs, "-n")->seen && n < 1 ? "-n" : "--batch",
+                args_find(specs, "-n")->seen && n < 1 ? n : batch);
+        return 2;
+    }
     int orc = cli_open_model(ckpt, threads, &m, &info);
     if (orc) return orc;
     const dfl_arch_cfg *ac = dfl_net_cfg(m.net);
@@ -133,8 +138,8 @@ int cmd_eval(int argc, char **argv)
         mf.shape[1] = ac->dim;
         dim = ac->dim;
     }
-    if (n < 0) n = images ? 64 : 1000;
-    if (batch < 0) batch = images ? 16 : 1000;
+    if (!args_find(specs, "-n")->seen) n = images ? 64 : 1000;
+    if (!args_find(specs, "--batch")->seen) batch = images ? 16 : 1000;
     if (n < 1 || n > 1000000 || batch < 1) {
         fprintf(stderr, "difflow: error: -n must be in 1..1000000 and --batch >= 1 (got %d, %d)\n", n, batch);
         dfl_net_free(m.net);
