@@ -53,6 +53,63 @@ dfl_tensor *dfl_mean(dfl_ctx *ctx, dfl_tensor *x);
  * (leading dim) or NULL for w = 1. a, b same shape; output shape (1). */
 dfl_tensor *dfl_mse(dfl_ctx *ctx, dfl_tensor *a, dfl_tensor *b, const float *w);
 
+
+/* ================================================================ flow ops (ops_math.c)
+ * Elementwise maps, per-sample reductions, channel/column slicing, the 2x2 squeeze and small
+ * dense-matrix ops used by the normalizing flows (flow.h; reference/flows.md). Same conventions
+ * as above; every op has a backward checked against finite differences in test_ops_math. */
+
+/* Elementwise y = f(x): exp; log (x > 0); tanh; logistic sigmoid 1/(1+e^-x); ReLU max(x, 0)
+ * (derivative 0 at 0); softplus ln(1 + e^x) (stable form max(x,0) + ln(1 + e^-|x|));
+ * logit ln x - ln(1 - x) (x in (0, 1)). Any shape. */
+dfl_tensor *dfl_exp(dfl_ctx *ctx, dfl_tensor *x);
+dfl_tensor *dfl_log(dfl_ctx *ctx, dfl_tensor *x);
+dfl_tensor *dfl_tanh(dfl_ctx *ctx, dfl_tensor *x);
+dfl_tensor *dfl_sigmoid(dfl_ctx *ctx, dfl_tensor *x);
+dfl_tensor *dfl_relu(dfl_ctx *ctx, dfl_tensor *x);
+dfl_tensor *dfl_softplus(dfl_ctx *ctx, dfl_tensor *x);
+dfl_tensor *dfl_logit(dfl_ctx *ctx, dfl_tensor *x);
+/* y = a x + b with constants a, b (no gradient to them). Any shape. */
+dfl_tensor *dfl_affine_scalar(dfl_ctx *ctx, dfl_tensor *x, float a, float b);
+/* Per-sample sum: x (N, ...) -> (N), accumulated in double. */
+dfl_tensor *dfl_sum_per_sample(dfl_ctx *ctx, dfl_tensor *x);
+/* Copy with a new shape of the same element count (row-major order kept). */
+dfl_tensor *dfl_reshape(dfl_ctx *ctx, dfl_tensor *x, int ndim, const int *shape);
+/* Channels [c0, c1) of dim 1: (N, C, ...) -> (N, c1 - c0, ...); 0 <= c0 < c1 <= C. */
+dfl_tensor *dfl_slice_channels(dfl_ctx *ctx, dfl_tensor *x, int c0, int c1);
+/* Columns start, start + 2, ... of x (N, D) -> (N, (D - start + 1)/2); start 0 or 1 (NICE's
+ * even/odd partition). */
+dfl_tensor *dfl_take_alternate(dfl_ctx *ctx, dfl_tensor *x, int start);
+/* Inverse of the partition: even (N, ceil(D/2)) and odd (N, floor(D/2)) -> y (N, D) with
+ * y[:, 2i] = even[:, i], y[:, 2i+1] = odd[:, i]. */
+dfl_tensor *dfl_merge_alternate(dfl_ctx *ctx, dfl_tensor *even, dfl_tensor *odd);
+/* Space-to-depth 2x2 squeeze (RealNVP Sec. 3.6; Glow tfops.squeeze2d mapping):
+ * x (N, C, H, W) -> y (N, 4C, H/2, W/2), y[n, 4c + 2dy + dx, i, j] = x[n, c, 2i + dy, 2j + dx].
+ * H and W must be even (DFL_ERR_SHAPE). dfl_unsqueeze2x2 is its exact inverse
+ * ((N, 4C, H, W) -> (N, C, 2H, 2W)). */
+dfl_tensor *dfl_squeeze2x2(dfl_ctx *ctx, dfl_tensor *x);
+dfl_tensor *dfl_unsqueeze2x2(dfl_ctx *ctx, dfl_tensor *x);
+/* Glow's LU-parameterised 1x1-conv weight (Kingma & Dhariwal 2018, Sec. 3.2, Eq. 10):
+ * W = P (I + strict_lower(L)) (strict_upper(U) + diag(sign * exp(log_s))). L, U (C, C): only their
+ * strict lower / strict upper parts are used (the rest gets zero gradient); log_s (C); perm (C)
+ * the fixed permutation as row gather (P M)[i, :] = M[perm[i], :]; sign (C) fixed +-1.
+ * W (C, C), composed in double. */
+dfl_tensor *dfl_lu_weight(dfl_ctx *ctx, dfl_tensor *L, dfl_tensor *U, dfl_tensor *log_s,
+                          const int *perm, const float *sign);
+/* Inverse of a square matrix W (C, C), Gauss-Jordan with partial pivoting in double; backward
+ * dW = -Y^T dY Y^T with Y = W^-1. DFL_ERR_NUMERIC if W is singular or not finite. */
+dfl_tensor *dfl_mat_inverse(dfl_ctx *ctx, dfl_tensor *W);
+/* ln|det W| of a square W (C, C) -> (1), LU with partial pivoting in double; backward
+ * dW = g W^-T. DFL_ERR_NUMERIC if W is singular (a zero pivot) or not finite. */
+dfl_tensor *dfl_mat_logabsdet(dfl_ctx *ctx, dfl_tensor *W);
+/* ln|det| of a row-major C x C matrix in double by LU with partial pivoting; also returns the
+ * smallest |pivot| divided by the largest |entry| in *rcond_pivot (a cheap singularity gauge;
+ * may be NULL). -INFINITY for a singular matrix. */
+double dfl_logabsdet_d(const double *A, int C, double *rcond_pivot);
+/* Inverse of a row-major C x C matrix in double (Gauss-Jordan, partial pivoting) into Ainv.
+ * Returns 0, or -1 if singular. */
+int dfl_inverse_d(const double *A, int C, double *Ainv);
+
 #ifdef __cplusplus
 }
 #endif

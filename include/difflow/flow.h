@@ -1,0 +1,229 @@
+/* difflow flow: normalizing flows (DESIGN section 5; reference/flows.md) — NICE (Dinh, Krueger,
+ * Bengio 2014, arXiv 1410.8516), RealNVP (Dinh, Sohl-Dickstein, Bengio 2016, arXiv 1605.08803) and
+ * Glow (Kingma & Dhariwal 2018, arXiv 1807.03039).
+ *
+ * Conventions
+ *   - Tensors float32, PyTorch order: vectors (N, D); images (N, C, H, W).
+ *   - Direction: forward = data -> latent ("f"); log p(x) = log p_base(f(x)) + sum of the per-layer
+ *     log-dets (nats, per sample). The inverse of a bijection returns its own log-det, which is
+ *     minus the forward log-det at the inverse point (reference/flows.md 1.1).
+ *   - Image data given to a flow is already dequantized to [-1, 1): y = -1 + 2 (v + u)/256
+ *     (dfl_dequantize8), bin width 2/256, so bits/dim = dfl_bits_per_dim(logp, D, 8, 2.0). The
+ *     logit preprocessing is the first bijection of an image flow (RealNVP, Glow) and its log-det
+ *     is part of log_prob.
+ *   - Layer and parameter names are module paths: "realnvp.0.2.coupling", "glow.1.3.invconv",
+ *     "glow.1.3.invconv.log_s" (levels/scales and steps counted from 0).
+ *   - Squeeze (RealNVP Sec. 3.6, Glow): (C, H, W) -> (4C, H/2, W/2) with input (c, 2i+dy, 2j+dx)
+ *     sent to output channel c*4 + 2*dy + dx at (i, j) (Glow's tfops.squeeze2d mapping).
+ *   - Factor-out (RealNVP multi-scale, Glow split2d): the layer keeps the first ceil(C/2) channels
+ *     z1 active and standardises the other channels z2 under a learned conditional prior,
+ *     z2' = (z2 - mu(z1)) exp(-logsd(z1)) with (mu, logsd) from a zero-initialised 3x3 conv of z1;
+ *     its log-det -sum logsd plus the standard-normal log-density of z2' is log p(z2 | z1).
+ */
+#ifndef DIFFLOW_FLOW_H
+#define DIFFLOW_FLOW_H
+
+#include "difflow/core.h"
+#include "difflow/gen.h"
+#include "difflow/nn.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* Model family. */
+typedef enum { DFL_FLOW_NICE = 0, DFL_FLOW_REALNVP = 1, DFL_FLOW_GLOW = 2 } dfl_flow_kind;
+/* Base (latent) distribution: standard normal, log p(z) = -(ln 2 pi + z^2)/2 per dimension; or
+ * standard logistic (NICE Sec. 3.4), log p(z) = -softplus(z) - softplus(-z) per dimension. */
+typedef enum { DFL_BASE_NORMAL = 0, DFL_BASE_LOGISTIC = 1 } dfl_base_kind;
+
+/* Hyper-parameters of a flow (dfl_flow_preset gives the defaults). */
+typedef struct {
+    dfl_flow_kind kind;
+    int channels, height, width; /* images: C, H, W; vector data: channels = D, height = width = 0 */
+    dfl_base_kind base;          /* NICE: logistic; RealNVP/Glow: normal */
+    /* NICE */
+    int couplings;               /* additive couplings (4); also RealNVP's coupling count for vectors (8) */
+    int hidden, depth;           /* coupling MLP: depth hidden layers of `hidden` ReLU units
+                                    (images 1000 x 5 as in the NICE paper; 2-D small). RealNVP and
+                                    Glow on vectors: depth hidden layers of `width` units */
+    /* RealNVP / Glow */
+    int scales;                  /* RealNVP: number of scales (multi-scale architecture) */
+    int blocks;                  /* RealNVP: residual blocks per coupling network */
+    int levels, steps;           /* Glow: L levels of K steps */
+    int net_width;               /* RealNVP feature maps / Glow hidden width (also MLP width for 2-D).
+                                    NOTE: named net_width, not width: the contract draft had two
+                                    members called width (image width above), which C refuses */
+    int additive;                /* Glow: 1 additive coupling, 0 affine */
+    int lu;                      /* Glow: 1 LU-decomposed 1x1 conv, 0 plain */
+    float logit_alpha;           /* images: logit preprocessing alpha (0.05 RealNVP) ; 0 = none */
+} dfl_flow_cfg;
+
+typedef struct dfl_flow dfl_flow;
+typedef struct dfl_bijection dfl_bijection;
+
+/* "nice", "realnvp", "glow" -> kind. DFL_ERR_ARG naming the string otherwise. */
+dfl_status dfl_flow_kind_parse(const char *name, dfl_flow_kind *k);
+/* "nice", "realnvp", "glow" ("?" for an unknown value). */
+const char *dfl_flow_kind_name(dfl_flow_kind k);
+
+/* Defaults of a kind for data of shape (channels, height, width) (height = width = 0: vectors).
+ *   nice     vectors: 4 additive couplings, MLP 3 x 128 ReLU, scaling layer, logistic base.
+ *            images:  4 additive couplings, MLP 5 x 1000 ReLU (NICE paper, MNIST), scaling layer,
+ *                     logistic base, no logit preprocessing (the flow models [-1, 1) directly).
+ *   realnvp  vectors: 8 affine couplings, alternating halves, MLP 2 x 128 (net_width x depth), normal base.
+ *            images:  logit alpha 0.05, 2 scales, ResNet coupling nets of 2 blocks, width 32
+ *                     (doubling per scale), normal base.
+ *   glow     vectors: 8 steps (ActNorm, LU 1x1 "conv" = DxD linear, affine coupling MLP 2 x 64).
+ *            images:  logit alpha 0.05, L = 2 levels of K = 8 steps, width 128, LU, affine.
+ * DFL_ERR_ARG for an unknown kind or bad shape. */
+dfl_status dfl_flow_preset(dfl_flow_kind k, int channels, int height, int width, dfl_flow_cfg *cfg);
+
+/* Build a flow with fresh parameters drawn from rng. NULL + message on failure, naming the layer
+ * (e.g. "glow.2.squeeze: height 7 is odd, cannot squeeze 2x2"). */
+dfl_flow *dfl_flow_new(const dfl_flow_cfg *cfg, dfl_rng *rng);
+void dfl_flow_free(dfl_flow *f);
+/* Trainable parameters (what Adam updates); names are module paths. */
+dfl_params *dfl_flow_params(dfl_flow *f);
+/* Non-trainable state that a checkpoint must keep: LU permutation ("<layer>.perm", float indices)
+ * and signs ("<layer>.sign"), and a 1-element tensor "actnorm_initialized" (1.0 after
+ * dfl_flow_data_init; read by dfl_flow_initialized; present in every flow). Registered with
+ * dfl_params_add (their grad is unused). Names distinct from the parameters'. */
+dfl_params *dfl_flow_buffers(dfl_flow *f);
+const dfl_flow_cfg *dfl_flow_get_cfg(const dfl_flow *f);
+/* D = C*H*W for images, channels for vectors. */
+int dfl_flow_dim(const dfl_flow *f);
+
+/* Data-dependent initialisation (Glow ActNorm, tfops.py actnorm: b = -mean, s = 1/(std + 1e-6)
+ * per channel, on the layer's input given the preceding layers), run once on the first training
+ * batch x (data space, (N, D) or (N, C, H, W)). No-op (DFL_OK) if already initialised. Sets the
+ * "actnorm_initialized" buffer to 1. Errors: shape (DFL_ERR_SHAPE), numeric (DFL_ERR_NUMERIC). */
+dfl_status dfl_flow_data_init(dfl_ctx *ctx, dfl_flow *f, dfl_tensor *x);
+/* 1 once dfl_flow_data_init ran (or a checkpoint with the flag set was loaded), else 0. */
+int dfl_flow_initialized(const dfl_flow *f);
+
+/* log p(x) in nats per sample: x (N, D) or (N, C, H, W) -> (N). Differentiable (records on the
+ * tape when grad is enabled). NULL + message on failure: a non-finite log-det or latent fails with
+ * DFL_ERR_NUMERIC naming the layer ("glow.1.3.invconv: log-det is nan"), a singular or
+ * near-singular 1x1 conv likewise; DFL_ERR_SHAPE for a wrong input shape. */
+dfl_tensor *dfl_flow_log_prob(dfl_ctx *ctx, dfl_flow *f, dfl_tensor *x);
+
+/* n samples at temperature T (z ~ base scaled by T; factored-out priors at the same T),
+ * written to x (n * D floats, data space). Draws from rng only. Runs in no-grad mode (restores
+ * the ctx's grad mode; resets nothing: the caller resets ctx). T = 0 gives f^-1(0). */
+dfl_status dfl_flow_sample(dfl_ctx *ctx, dfl_flow *f, int n, double temperature, dfl_rng *rng, float *x);
+
+/* Whole-flow transform to the flattened latent: x (N, D) or (N, C, H, W) -> z (N, D), the
+ * factored-out parts z2' in layer order followed by the final active tensor, each flattened in
+ * (C, H, W) order; *logdet (N) = sum of every layer's log-det (may be NULL). log p(x) =
+ * base log-density of z summed + logdet. Differentiable. NULL + message on failure. */
+dfl_tensor *dfl_flow_forward(dfl_ctx *ctx, dfl_flow *f, dfl_tensor *x, dfl_tensor **logdet);
+/* Inverse of dfl_flow_forward: z (N, D) -> x in data shape; *logdet (N) = inverse log-det
+ * (= -forward log-det at x). Differentiable. */
+dfl_tensor *dfl_flow_inverse(dfl_ctx *ctx, dfl_flow *f, dfl_tensor *z, dfl_tensor **logdet);
+
+/* Checkpoints (written by the CLI helper in src/flow/checkpoint.c, on top of dfl_flow_params,
+ * dfl_flow_buffers and dfl_flow_get_cfg): safetensors with the parameters AND every non-trainable
+ * buffer (LU permutation, signs, the ActNorm "initialised" flag) and __metadata__ "format" =
+ * "difflow", "method" = kind name, "config" = JSON with "method" = kind name and every cfg field,
+ * plus what dfl_model_info holds (arch, data, step, seed). Atomic write (dfl_safetensors_save).
+ * Load rebuilds the flow from the config and checks every tensor (DFL_ERR_MISMATCH naming it). */
+dfl_status dfl_flow_save(const char *path, const dfl_flow *f, const dfl_model_info *info);
+dfl_status dfl_flow_load(const char *path, dfl_flow **f, dfl_model_info *info);
+/* 1 if the checkpoint at path is a flow checkpoint (method nice/realnvp/glow), 0 otherwise
+ * (including unreadable: the caller's normal load reports the error). */
+int dfl_flow_is_checkpoint(const char *path);
+
+/* ---------------------------------------------------------------- bijections */
+
+/* forward: x -> z, *logdet = (N) tensor (or NULL meaning 0); inverse: z -> x with *logdet the
+ * inverse's log-det (= -forward logdet at the inverse point). Both differentiable. x, z have the
+ * layer's input shape (N, D) or (N, C, H, W) (a squeeze's inverse takes its output shape).
+ * NULL + message naming the layer on failure. */
+dfl_tensor *dfl_bij_forward(dfl_ctx *ctx, dfl_bijection *b, dfl_tensor *x, dfl_tensor **logdet);
+dfl_tensor *dfl_bij_inverse(dfl_ctx *ctx, dfl_bijection *b, dfl_tensor *z, dfl_tensor **logdet);
+/* The layer's module path ("glow.0.3.invconv"). */
+const char *dfl_bij_name(const dfl_bijection *b);
+/* Layers of a flow in forward order (data -> latent); owned by the flow. */
+int dfl_flow_nbij(const dfl_flow *f);
+dfl_bijection *dfl_flow_bij(dfl_flow *f, int i);
+
+/* Constructors of individual bijections. Each registers its parameters under "<name>.<param>"
+ * in ps and its buffers in bufs (both kept by the caller, who frees them after the layer), draws
+ * initial values from rng, and returns NULL + message on failure. Shapes: C, H, W of one sample;
+ * vectors are given as (D, 0, 0). Free with dfl_bij_free. */
+
+/* Coupling partition (which part conditions the other). */
+typedef enum {
+    DFL_MASK_VECTOR = 0,      /* vectors: conditioner = even (parity 0) or odd (parity 1) indices
+                                 (NICE Sec. 5.1 partition) */
+    DFL_MASK_CHECKERBOARD = 1,/* images: b = 1 (conditioner) where (row + col + parity) is odd
+                                 (RealNVP Sec. 3.4) */
+    DFL_MASK_CHANNEL = 2      /* images: conditioner = first ceil(C/2) channels (parity 0) or the
+                                 remaining channels (parity 1) */
+} dfl_mask_kind;
+
+/* Scale map of a coupling. */
+typedef enum {
+    DFL_COUPLING_ADDITIVE = 0, /* y_b = x_b + t(x_a); log-det 0 (NICE Eq. 5) */
+    DFL_COUPLING_TANH = 1,     /* y_b = x_b exp(s) + t, s = scale * tanh(h), scale a learned
+                                  per-feature vector (RealNVP Eq. 7-9 and Sec. 4.1); log-det sum s */
+    DFL_COUPLING_SIGMOID = 2   /* y_b = (x_b + t) * sigmoid(h + 2) (Glow model.py); log-det
+                                  sum ln sigmoid(h + 2) */
+} dfl_coupling_kind;
+
+/* Conditioner network of a coupling. Its last layer is zero-initialised, so every coupling
+ * starts as the identity (Glow Sec. 3.3). */
+typedef enum {
+    DFL_NET_MLP = 0,    /* vectors: depth x (Linear(hidden) + ReLU), Linear out */
+    DFL_NET_RESNET = 1, /* images: conv3x3(width), `depth` residual blocks h += conv3(relu(conv3(relu h))),
+                           ReLU, conv3x3 out (RealNVP Sec. 4.1, without batch/weight norm) */
+    DFL_NET_GLOW = 2    /* images: conv3x3(width) ReLU conv1x1(width) ReLU conv3x3 out (Glow) */
+} dfl_net_kind;
+
+/* Coupling layer. net_depth: MLP hidden layers or ResNet blocks (unused by GLOW). */
+dfl_bijection *dfl_bij_coupling_new(const char *name, int C, int H, int W, dfl_mask_kind mask,
+                                    int parity, dfl_coupling_kind kind, dfl_net_kind net,
+                                    int hidden, int net_depth, dfl_params *ps, dfl_rng *rng);
+/* NICE diagonal scaling layer (NICE Sec. 3.3): y = exp(s) * x elementwise over the C*H*W
+ * features, s (C*H*W) "<name>.log_scale" initialised 0; log-det sum s. */
+dfl_bijection *dfl_bij_scaling_new(const char *name, int C, int H, int W, dfl_params *ps);
+/* Squeeze (C, H, W) -> (4C, H/2, W/2), mapping in the file comment; log-det 0. Fails naming the
+ * layer when H or W is odd. */
+dfl_bijection *dfl_bij_squeeze_new(const char *name, int C, int H, int W);
+/* ActNorm (Glow Sec. 3.1): y = (x + b) exp(logs) per channel, b "<name>.bias" and logs
+ * "<name>.logs" (shape (1, C, 1, 1) for images, (1, D) for vectors; init 0); log-det
+ * H W sum logs. Data-dependent init through dfl_flow_data_init / dfl_bij_actnorm_init. */
+dfl_bijection *dfl_bij_actnorm_new(const char *name, int C, int H, int W, dfl_params *ps);
+/* Sets b = -mean_c, logs = -ln(std_c + 1e-6) from x (the layer's input) per channel (biased
+ * variance over batch and pixels). DFL_ERR_ARG if b is not an ActNorm. */
+dfl_status dfl_bij_actnorm_init(dfl_bijection *b, const dfl_tensor *x);
+/* Invertible 1x1 convolution (Glow Sec. 3.2) over C channels (vectors: a DxD linear map).
+ * lu = 0: W "<name>.weight" (C, C), a random orthogonal matrix (QR of a Gaussian drawn from
+ *   rng); log-det H W ln|det W| with the determinant and inverse computed in float64.
+ * lu = 1: W = P L (U + diag(sign * exp(log_s))) with P ("<name>.perm" buffer) and sign
+ *   ("<name>.sign" buffer) fixed, L "<name>.lower" (unit lower, strict part trained), U
+ *   "<name>.upper" (strictly upper) and log_s "<name>.log_s" trained, all from the LU
+ *   factorisation of the same random orthogonal matrix; log-det H W sum log_s. */
+dfl_bijection *dfl_bij_invconv_new(const char *name, int C, int H, int W, int lu, dfl_params *ps,
+                                   dfl_params *bufs, dfl_rng *rng);
+/* The current weight W (C x C, row-major, output channel major) in double. */
+dfl_status dfl_bij_invconv_weight(const dfl_bijection *b, double *W);
+/* Logit preprocessing of data in [-1, 1) (RealNVP Sec. 4.1, symmetric form of FFJORD):
+ * s = alpha + (1 - 2 alpha)(y + 1)/2, z = ln s - ln(1 - s); log-det per dimension
+ * ln((1 - 2 alpha)/2) - ln s - ln(1 - s). alpha in [0, 0.5). */
+dfl_bijection *dfl_bij_logit_new(const char *name, int C, int H, int W, float alpha);
+/* Factor-out with a learned conditional prior (Glow split2d): output has the input's shape,
+ * channels [0, c1) unchanged (c1 = ceil(C/2)), channels [c1, C) replaced by
+ * z2' = (z2 - mu) exp(-logsd), (mu, logsd) = zero-init conv3x3 of z1 ("<name>.conv.weight",
+ * "<name>.conv.bias"; first C - c1 output channels mu, next logsd); log-det -sum logsd. */
+dfl_bijection *dfl_bij_split_new(const char *name, int C, int H, int W, dfl_params *ps);
+void dfl_bij_free(dfl_bijection *b);
+
+/* Base log-density summed per sample: z (N, ...) -> (N). Differentiable. */
+dfl_tensor *dfl_base_log_prob(dfl_ctx *ctx, dfl_base_kind base, dfl_tensor *z);
+
+#ifdef __cplusplus
+}
+#endif
+#endif
