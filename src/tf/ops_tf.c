@@ -313,16 +313,19 @@ dfl_tensor *dfl_embedding(dfl_ctx *ctx, dfl_tensor *table, const int *ids, int B
 
 /* ------------------------------------------------------------------ softmax cross-entropy */
 
-/* log sum_j e^{x_j} of one row, with the maximum subtracted. */
-static float row_logsumexp(const float *restrict x, int V)
+/* Log-sum-exp of one row split as max + log(sum e^{x_j - max}): *mx gets the maximum, the
+ * return value the log of the shifted sum (in [0, ln V]). Keeping the two apart keeps
+ * x_j - max and the loss exact to float rounding even for logits of size 1e3 and more. */
+static float row_logsumexp(const float *restrict x, int V, float *mx)
 {
     float m = -INFINITY;
     for (int j = 0; j < V; j++) m = x[j] > m ? x[j] : m;
-    if (m == -INFINITY || m == INFINITY) return m;
+    *mx = m;
+    if (m == -INFINITY || m == INFINITY) return 0.0f;
     float s = 0.0f;
 #pragma omp simd reduction(+ : s)
     for (int j = 0; j < V; j++) s += tf_exp(x[j] - m);
-    return m + logf(s);
+    return logf(s);
 }
 
 static void cross_entropy_backward(dfl_ctx *ctx, dfl_node *nd)
@@ -334,15 +337,15 @@ static void cross_entropy_backward(dfl_ctx *ctx, dfl_node *nd)
     int V = last_dim(x), ignore = nd->iarg[0];
     long M = (long)(x->n / (size_t)V);
     const int *tg = (const int *)(void *)nd->saved[1];
-    const float *lse = nd->saved[0];
+    const float *mx = nd->saved[0], *ls = nd->saved[0] + M;
     float g = nd->out->grad[0] / (float)count;
 #pragma omp parallel for schedule(static) if (M * V > PAR_MIN)
     for (long m = 0; m < M; m++) {
         if (tg[m] == ignore) continue;
         const float *xr = x->data + (size_t)m * V;
         float *dr = dx + (size_t)m * V;
-        float l = lse[m];
-        for (int j = 0; j < V; j++) dr[j] += g * tf_exp(xr[j] - l);
+        float mm = mx[m], l = ls[m];
+        for (int j = 0; j < V; j++) dr[j] += g * tf_exp((xr[j] - mm) - l);
         dr[tg[m]] -= g;
     }
 }
@@ -372,15 +375,15 @@ dfl_tensor *dfl_cross_entropy(dfl_ctx *ctx, dfl_tensor *logits, const int *targe
     int one = 1;
     dfl_tensor *in[1] = {logits};
     dfl_tensor *out = dfl_op_output(ctx, 1, &one, in, 1);
-    float *lse = dfl_arena_alloc(ctx, (size_t)M * sizeof(float));
+    float *lse = dfl_arena_alloc(ctx, 2 * (size_t)M * sizeof(float)); /* row max, log-sum */
     if (!out || !lse) return NULL;
     double total = 0.0;
 #pragma omp parallel for schedule(static) reduction(+ : total) if (M * V > PAR_MIN)
     for (long m = 0; m < M; m++) {
         if (targets[m] == ignore_index) continue;
         const float *xr = logits->data + (size_t)m * V;
-        lse[m] = row_logsumexp(xr, V);
-        total += (double)lse[m] - (double)xr[targets[m]];
+        lse[M + m] = row_logsumexp(xr, V, &lse[m]);
+        total += ((double)lse[m] - (double)xr[targets[m]]) + (double)lse[M + m];
     }
     out->data[0] = count ? (float)(total / count) : 0.0f;
     if (out->requires_grad) {
