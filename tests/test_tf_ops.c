@@ -15,6 +15,7 @@
  *     over repeated ids, split/merge heads are inverse permutations, errors name the shapes.
  */
 #include "dfl_test.h"
+#include "dfl_fd.h"
 
 #include <omp.h>
 #include <stdint.h>
@@ -172,6 +173,19 @@ typedef void (*t_ref)(double *const *in, double *out, const tcase *c);
 
 static size_t numel(int nd, const int *sh) { return dfl_shape_numel(nd, sh); }
 
+typedef struct {
+    t_ref ref;
+    double **xd;
+    double *yd;
+    const tcase *c;
+} ref_call;
+
+static void eval_ref(void *u)
+{
+    ref_call *e = u;
+    e->ref(e->xd, e->yd, e->c);
+}
+
 static void gradcheck(const tcase *c, t_op op, t_ref ref, size_t nout)
 {
     dfl_ctx *ctx = dfl_ctx_new();
@@ -205,21 +219,12 @@ static void gradcheck(const tcase *c, t_op op, t_ref ref, size_t nout)
     float *r = rand_buf(nout, 1);
     assert_int_equal(dfl_backward_vjp(ctx, out, r), DFL_OK);
     const double h = 1e-6;
+    ref_call ev = {ref, xd, yd, c};
     for (int i = 0; i < c->nin; i++) {
         size_t n = numel(c->ndim[i], c->shape[i]);
         assert_non_null(in[i]->grad);
         double *num = malloc(n * sizeof(double));
-        for (size_t j = 0; j < n; j++) {
-            double keep = xd[i][j], lp = 0.0, lm = 0.0;
-            xd[i][j] = keep + h;
-            ref(xd, yd, c);
-            for (size_t o = 0; o < nout; o++) lp += r[o] * yd[o];
-            xd[i][j] = keep - h;
-            ref(xd, yd, c);
-            for (size_t o = 0; o < nout; o++) lm += r[o] * yd[o];
-            xd[i][j] = keep;
-            num[j] = (lp - lm) / (2.0 * h);
-        }
+        dfl_fd_vjp(xd[i], n, h, eval_ref, &ev, yd, r, nout, num);
         char what[200];
         snprintf(what, sizeof what, "%s: d/d input %d", c->name, i);
         if (!close_rel(what, in[i]->grad, num, n, 1e-3, 1e-6)) fail_msg("%s: gradient mismatch", what);
