@@ -4,7 +4,7 @@
  *   <R_m q, R_n k> = q^T R_{n-m} k at positions up to 5000, both layouts, full and partial
  *   rotary dims; the two layouts agree after the per-head permutation (reference 3.2); the
  *   frequencies with PI / NTK / YaRN against reference 3.3 (NTK bases, YaRN temperature, ggml
- *   corr_dims).
+ *   corr_dims); the long-term decay curve of reference 3.3.
  * - xPos scales per pair in the rotation's layout; 2-D RoPE relative in both axes.
  * - Sinusoidal values, ALiBi slopes (8, 12 and the ggml closed form for 1..64 heads), T5 buckets
  *   (the reference table), learned table length check, bad settings.
@@ -219,6 +219,31 @@ static void test_rope_layout_permutation(void **state)
         double diff = 0.0;
         for (int i = 0; i < S * T * Dh; i++) diff += fabs(yh[i] - yi[i]);
         assert_true(diff > 1e-2);
+    }
+}
+
+/* Reference 3.3 long-term decay curve (RoFormer sec. 3.4.3): (1/(d/2)) sum_{j=1..d/2} |S_j|,
+ * S_j = sum_{i<j} e^{i k theta_i}, with the library's frequencies. */
+static void test_rope_decay_curve(void **state)
+{
+    (void)state;
+    const int dist[9] = {0, 1, 10, 25, 50, 100, 150, 200, 250};
+    const double w64[9] = {16.5, 15.95, 8.81, 8.27, 5.73, 7.47, 4.22, 3.86, 3.67};
+    const double w128[9] = {32.5, 31.54, 17.95, 14.24, 12.63, 10.23, 7.59, 7.24, 6.55};
+    for (int r = 0; r < 2; r++) {
+        int d = r ? 128 : 64;
+        double f[64];
+        dfl_rope_cfg c = cfg_of(DFL_ROPE_INTERLEAVED, 0);
+        assert_int_equal(dfl_rope_inv_freq(&c, d, f), DFL_OK);
+        for (int t = 0; t < 9; t++) {
+            double re = 0.0, im = 0.0, tot = 0.0;
+            for (int j = 0; j < d / 2; j++) {
+                re += cos(dist[t] * f[j]);
+                im += sin(dist[t] * f[j]);
+                tot += sqrt(re * re + im * im);
+            }
+            CHECK_CLOSE(tot / (d / 2), r ? w128[t] : w64[t], 0.006);
+        }
     }
 }
 
@@ -951,6 +976,7 @@ int main(void)
         cmocka_unit_test(test_rope_relative_reference),
         cmocka_unit_test(test_rope_relative_large_positions),
         cmocka_unit_test(test_rope_layout_permutation),
+        cmocka_unit_test(test_rope_decay_curve),
         cmocka_unit_test(test_rope_scaling_frequencies),
         cmocka_unit_test(test_xpos),
         cmocka_unit_test(test_rope_2d),

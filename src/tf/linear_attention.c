@@ -38,6 +38,35 @@ static void la_features(const la_dims *L, const float *x, float *c, float *a)
         memcpy(a, c, n * sizeof(float));
 }
 
+/* Features of q and k into buf = [a | c | b | d], each (S, T, Dk) = nk floats. */
+static void la_qk_features(const la_dims *L, const float *q, const float *k, float *buf, size_t nk)
+{
+    la_features(L, q, buf + nk, buf);
+    la_features(L, k, buf + 3 * nk, buf + 2 * nk);
+}
+
+/* Sst += b_n v_n^T, z += d_n for token n. */
+static inline void la_state_add(float *Sst, float *z, const float *bn, const float *dn,
+                                const float *vn, int Dk, int Dv)
+{
+    for (int i = 0; i < Dk; i++) {
+        float bi = bn[i];
+        for (int j = 0; j < Dv; j++) Sst[(size_t)i * Dv + j] += bi * vn[j];
+        z[i] += dn[i];
+    }
+}
+
+/* dnum = g / den, returns dden = -(g . out) / den. g, out, dnum (Dv). */
+static inline float la_dnum(const float *g, const float *out, float den, float *dnum, int Dv)
+{
+    float go = 0.0f;
+    for (int j = 0; j < Dv; j++) {
+        dnum[j] = g[j] / den;
+        go += g[j] * out[j];
+    }
+    return -go / den;
+}
+
 /* One sequence forward. a, c (T, Dk) query features (rotated, plain); b, d key features; v (T,
  * Dv); out (T, Dv); den (T); work (Dk Dv + Dk) floats. */
 static void la_seq_fwd(const la_dims *L, const float *a, const float *c, const float *b,
@@ -48,18 +77,10 @@ static void la_seq_fwd(const la_dims *L, const float *a, const float *c, const f
     memset(work, 0, ((size_t)Dk * Dv + Dk) * sizeof(float));
     if (!L->causal)
         for (int n = 0; n < T; n++)
-            for (int i = 0; i < Dk; i++) {
-                float bi = b[(size_t)n * Dk + i];
-                for (int j = 0; j < Dv; j++) Sst[(size_t)i * Dv + j] += bi * v[(size_t)n * Dv + j];
-                z[i] += d[(size_t)n * Dk + i];
-            }
+            la_state_add(Sst, z, b + (size_t)n * Dk, d + (size_t)n * Dk, v + (size_t)n * Dv, Dk, Dv);
     for (int m = 0; m < T; m++) {
         if (L->causal)
-            for (int i = 0; i < Dk; i++) {
-                float bi = b[(size_t)m * Dk + i];
-                for (int j = 0; j < Dv; j++) Sst[(size_t)i * Dv + j] += bi * v[(size_t)m * Dv + j];
-                z[i] += d[(size_t)m * Dk + i];
-            }
+            la_state_add(Sst, z, b + (size_t)m * Dk, d + (size_t)m * Dk, v + (size_t)m * Dv, Dk, Dv);
         float dn = 0.0f;
         for (int i = 0; i < Dk; i++) dn += c[(size_t)m * Dk + i] * z[i];
         float *o = out + (size_t)m * Dv;
@@ -88,25 +109,11 @@ static void la_seq_bwd(const la_dims *L, const float *a, const float *c, const f
     int pre = L->causal;
     if (!pre)
         for (int n = 0; n < T; n++)
-            for (int i = 0; i < Dk; i++) {
-                float bi = b[(size_t)n * Dk + i];
-                for (int j = 0; j < Dv; j++) Sst[(size_t)i * Dv + j] += bi * v[(size_t)n * Dv + j];
-                z[i] += d[(size_t)n * Dk + i];
-            }
+            la_state_add(Sst, z, b + (size_t)n * Dk, d + (size_t)n * Dk, v + (size_t)n * Dv, Dk, Dv);
     for (int m = 0; m < T; m++) {
         if (pre)
-            for (int i = 0; i < Dk; i++) {
-                float bi = b[(size_t)m * Dk + i];
-                for (int j = 0; j < Dv; j++) Sst[(size_t)i * Dv + j] += bi * v[(size_t)m * Dv + j];
-                z[i] += d[(size_t)m * Dk + i];
-            }
-        const float *gm = g + (size_t)m * Dv, *om = out + (size_t)m * Dv;
-        float go = 0.0f;
-        for (int j = 0; j < Dv; j++) {
-            dnum[j] = gm[j] / den[m];
-            go += gm[j] * om[j];
-        }
-        float dden = -go / den[m];
+            la_state_add(Sst, z, b + (size_t)m * Dk, d + (size_t)m * Dk, v + (size_t)m * Dv, Dk, Dv);
+        float dden = la_dnum(g + (size_t)m * Dv, out + (size_t)m * Dv, den[m], dnum, Dv);
         for (int i = 0; i < Dk; i++) {
             float s = 0.0f;
             for (int j = 0; j < Dv; j++) s += Sst[(size_t)i * Dv + j] * dnum[j];
@@ -120,13 +127,7 @@ static void la_seq_bwd(const la_dims *L, const float *a, const float *c, const f
         /* bidirectional: pass 0 accumulates U, w over all m; pass 1 uses them */
         for (int n = T - 1; n >= 0; n--) {
             if (pass == 0 || suf) {
-                const float *gm = g + (size_t)n * Dv, *om = out + (size_t)n * Dv;
-                float go = 0.0f;
-                for (int j = 0; j < Dv; j++) {
-                    dnum[j] = gm[j] / den[n];
-                    go += gm[j] * om[j];
-                }
-                float dden = -go / den[n];
+                float dden = la_dnum(g + (size_t)n * Dv, out + (size_t)n * Dv, den[n], dnum, Dv);
                 for (int i = 0; i < Dk; i++) {
                     float ai = a[(size_t)n * Dk + i];
                     for (int j = 0; j < Dv; j++) U[(size_t)i * Dv + j] += ai * dnum[j];
@@ -179,8 +180,7 @@ static void la_backward(dfl_ctx *ctx, dfl_node *nd)
     if (!buf) return;
     float *a = buf, *c = a + nk, *b = c + nk, *d = b + nk;
     float *da = d + nk, *dc = da + nk, *db = dc + nk, *dd = db + nk, *work = dd + nk;
-    la_features(&L, q->data, c, a);
-    la_features(&L, k->data, d, b);
+    la_qk_features(&L, q->data, k->data, buf, nk);
     size_t sk = (size_t)L.T * L.Dk, sv = (size_t)L.T * L.Dv;
 #pragma omp parallel for schedule(static) if (L.S > 1 && sk * L.Dv > 4096)
     for (long s = 0; s < L.S; s++)
@@ -257,8 +257,7 @@ dfl_tensor *dfl_linear_attention(dfl_ctx *ctx, dfl_tensor *q, dfl_tensor *k, dfl
     float *buf = dfl_arena_alloc(ctx, (4 * nk + (size_t)L.S * wf) * sizeof(float));
     if (!den || !buf) return NULL;
     float *a = buf, *c = a + nk, *b = c + nk, *d = b + nk, *work = d + nk;
-    la_features(&L, q->data, c, a);
-    la_features(&L, k->data, d, b);
+    la_qk_features(&L, q->data, k->data, buf, nk);
     size_t sk = (size_t)L.T * L.Dk, sv = (size_t)L.T * L.Dv;
 #pragma omp parallel for schedule(static) if (L.S > 1 && sk * L.Dv > 4096)
     for (long s = 0; s < L.S; s++)
