@@ -154,8 +154,9 @@ static void test_rope_relative_large_positions(void **state)
 {
     (void)state;
     const int Dh = 64, rds[3] = {64, 48, 16};
-    const int pm[] = {3, 5000, 4999, 2503, 1234, 7, 4000, 0, 4500};
-    const int pn[] = {0, 4997, 4996, 2500, 1237, 4010, 4013, 4997, 4500};
+    /* the last pair, m - n = 3 at 2^24 + 1, is where a float angle would be off by radians */
+    const int pm[] = {3, 5000, 4999, 2503, 1234, 7, 4000, 0, 4500, 16777217};
+    const int pn[] = {0, 4997, 4996, 2500, 1237, 4010, 4013, 4997, 4500, 16777214};
     enum { NP = sizeof pm / sizeof pm[0] };
     float q[NP * 64], k[NP * 64], rq[NP * 64], rk[NP * 64], q0[64], k0[64];
     for (int j = 0; j < Dh; j++) {
@@ -190,6 +191,7 @@ static void test_rope_relative_large_positions(void **state)
             /* the first four position pairs (m - n = 3) give equal scores: check them directly */
             double s0 = dot_f(rq, rk, Dh);
             for (int t = 1; t < 4; t++) CHECK_CLOSE(dot_f(rq + t * Dh, rk + t * Dh, Dh), s0, 2e-4);
+            CHECK_CLOSE(dot_f(rq + (NP - 1) * Dh, rk + (NP - 1) * Dh, Dh), s0, 2e-4);
             /* ... and a different offset gives a different score (the test can fail) */
             assert_true(fabs(dot_f(rq + 5 * Dh, rk + 5 * Dh, Dh) - s0) > 1e-3);
         }
@@ -732,7 +734,7 @@ static void gradcheck(const gc_case *c, op_fn op, ref_fn ref, const void *arg)
 /* ---- RoPE family: op and reference through per-(token, pair) angle and scale */
 
 typedef struct {
-    int kind; /* 0 rope, 1 xpos q, 2 xpos k, 3 rope_2d */
+    int kind; /* 0 rope, 1 xpos q, 2 xpos k, 3 rope_2d, 4 rope with caller-built tables */
     dfl_rope_cfg cfg;
     int T, Dh;
     const int *pos, *col;
@@ -745,6 +747,13 @@ static dfl_tensor *op_rope(dfl_ctx *ctx, dfl_tensor **in, const void *arg)
     case 1: return dfl_xpos(ctx, in[0], A->pos, &A->cfg, 64.0, 0);
     case 2: return dfl_xpos(ctx, in[0], A->pos, &A->cfg, 64.0, 1);
     case 3: return dfl_rope_2d(ctx, in[0], A->pos, A->col, &A->cfg);
+    case 4: {
+        int rd = dfl_rope_rot_dim(&A->cfg, A->Dh);
+        float *ct = dfl_arena_alloc(ctx, (size_t)A->T * rd / 2 * sizeof(float));
+        float *st = dfl_arena_alloc(ctx, (size_t)A->T * rd / 2 * sizeof(float));
+        if (dfl_rope_tables(&A->cfg, A->Dh, A->pos, A->T, ct, st) != DFL_OK) return NULL;
+        return dfl_rope_with_tables(ctx, in[0], ct, st, rd, A->cfg.layout);
+    }
     default: return dfl_rope(ctx, in[0], A->pos, &A->cfg);
     }
 }
@@ -778,7 +787,7 @@ static void test_grad_rope_family(void **state)
 {
     (void)state;
     const int T = 4, pos[4] = {0, 7, 1999, 4999}, pos2[4] = {-30, -1, 2, 40}, col[4] = {3, 0, 9, 12};
-    for (int kind = 0; kind < 4; kind++)
+    for (int kind = 0; kind < 5; kind++)
         for (int l = 0; l < 2; l++)
             for (int part = 0; part < 3; part++) {
                 rope_arg A;
@@ -794,7 +803,7 @@ static void test_grad_rope_family(void **state)
                     A.cfg.orig_ctx = 256;
                 }
                 char name[96];
-                snprintf(name, sizeof name, "%s %s %s", (const char *[]){"rope", "xpos_q", "xpos_k", "rope_2d"}[kind],
+                snprintf(name, sizeof name, "%s %s %s", (const char *[]){"rope", "xpos_q", "xpos_k", "rope_2d", "rope_tables"}[kind],
                          l ? "half" : "interleaved", (const char *[]){"full", "partial", "yarn"}[part]);
                 gc_case c = {name, 1, {4}, {{1, 2, T, A.Dh}}, {0}, {1}, {0}};
                 gradcheck(&c, op_rope, ref_rope, &A);
@@ -952,6 +961,31 @@ static void test_linear_attention(void **state)
             gc_case c = {name, 3, {4, 4, 4}, {{2, 2, 6, 8}, {2, 2, 6, 8}, {2, 2, 6, 5}}, {0}, {1, 1, 1}, {0}};
             gradcheck(&c, op_la, la_direct, &A);
         }
+    /* a larger case (threads over sequences, longer prefix sums) against the direct formula */
+    {
+        enum { S = 6, T = 96, D = 32 };
+        static float qf[S * T * D], kf[S * T * D], vf[S * T * D];
+        static double qd[S * T * D], kd[S * T * D], vd[S * T * D], od[S * T * D];
+        int pl[T];
+        for (int t = 0; t < T; t++) pl[t] = 3000 + t;
+        float *bufs[3] = {qf, kf, vf};
+        double *dbs[3] = {qd, kd, vd};
+        for (int b = 0; b < 3; b++)
+            for (int i = 0; i < S * T * D; i++) dbs[b][i] = bufs[b][i] = dfl_rng_normal(&g_rng);
+        dfl_rope_cfg rc = cfg_of(DFL_ROPE_HALF, 16);
+        for (int causal = 0; causal < 2; causal++) {
+            dfl_ctx *cx = dfl_ctx_new();
+            int sh[3] = {S, T, D};
+            dfl_tensor *o = dfl_linear_attention(cx, dfl_tensor_wrap(cx, qf, 3, sh), dfl_tensor_wrap(cx, kf, 3, sh),
+                                                 dfl_tensor_wrap(cx, vf, 3, sh), causal, &rc, pl);
+            assert_non_null(o);
+            la_arg A = {S, T, D, D, causal, &rc, pl};
+            double *in3[3] = {qd, kd, vd};
+            la_direct(in3, od, &A);
+            for (int i = 0; i < S * T * D; i++) CHECK_CLOSE(o->data[i], od[i], 2e-5 * (1.0 + fabs(od[i])));
+            dfl_ctx_free(cx);
+        }
+    }
     /* causal: out_m does not depend on tokens after m (bit for bit) */
     dfl_ctx *ctx = dfl_ctx_new();
     int sh[4] = {1, 1, 6, 8};

@@ -113,6 +113,13 @@ void dfl_k_rope_bwd(const float *dy, const float *cos_t, const float *sin_t, flo
  * dfl_rope_rot_dim, DFL_ERR_ARG for pos NULL, DFL_ERR_SHAPE for fewer than 2 dims. */
 dfl_tensor *dfl_rope(dfl_ctx *ctx, dfl_tensor *x, const int *pos, const dfl_rope_cfg *cfg);
 
+/* RoPE with caller-built tables (from dfl_rope_tables, e.g. built once per forward pass and
+ * shared by q and k of every layer): x (..., T, Dh), cos_t and sin_t (T, rd/2) floats that must
+ * stay valid until the backward pass has run (arena or persistent memory). rd even, 2 <= rd <= Dh
+ * (DFL_ERR_ARG otherwise). Same rotation and backward as dfl_rope. */
+dfl_tensor *dfl_rope_with_tables(dfl_ctx *ctx, dfl_tensor *x, const float *cos_t,
+                                 const float *sin_t, int rot_dim, dfl_rope_layout layout);
+
 /* xPos (Sun et al. 2022, "A length-extrapolatable Transformer", arXiv 2212.10554): RoPE whose
  * pair i is also scaled by zeta_i^(pos/scale_base) on queries (is_key = 0) and by
  * zeta_i^(-pos/scale_base) on keys (is_key = 1), zeta_i = (2i/rd + 0.4)/1.4, scale_base gamma

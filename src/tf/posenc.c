@@ -257,6 +257,25 @@ dfl_tensor *dfl_rope(dfl_ctx *ctx, dfl_tensor *x, const int *pos, const dfl_rope
     return rope_run(ctx, "rope", x, ct, st, rd, c->layout);
 }
 
+dfl_tensor *dfl_rope_with_tables(dfl_ctx *ctx, dfl_tensor *x, const float *ct, const float *st,
+                                 int rd, dfl_rope_layout layout)
+{
+    if (!ctx || !x) return NULL;
+    char b[64];
+    if (x->ndim < 2) {
+        dfl_fail(DFL_ERR_SHAPE, "rope: input %s must be (..., T, Dh)", dfl_shape_str(x, b, sizeof b));
+        return NULL;
+    }
+    int Dh = x->shape[x->ndim - 1];
+    if (!ct || !st || rd < 2 || (rd & 1) || rd > Dh ||
+        (layout != DFL_ROPE_INTERLEAVED && layout != DFL_ROPE_HALF)) {
+        dfl_fail(DFL_ERR_ARG, "rope: tables missing, or rotary dimension %d not even in [2, %d], or layout %d unknown",
+                 rd, Dh, (int)layout);
+        return NULL;
+    }
+    return rope_run(ctx, "rope", x, (float *)ct, (float *)st, rd, layout);
+}
+
 dfl_tensor *dfl_xpos(dfl_ctx *ctx, dfl_tensor *x, const int *pos, const dfl_rope_cfg *c,
                      double scale_base, int is_key)
 {
