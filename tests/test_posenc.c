@@ -18,7 +18,9 @@
 #include <stdint.h>
 
 #include "difflow/core.h"
+#include "difflow/ops.h"
 #include "difflow/posenc.h"
+#include "difflow/tf.h"
 
 static dfl_rng g_rng;
 
@@ -648,11 +650,11 @@ typedef void (*ref_fn)(double *const *in, double *out, const void *arg);
 typedef struct {
     const char *name;
     int nin;
-    int ndim[3];
-    int shape[3][4];
-    int param[3]; /* heap parameter (tables) instead of arena data */
-    float scale[3];
-    float offset[3];
+    int ndim[4];
+    int shape[4][4];
+    int param[4]; /* heap parameter (tables) instead of arena data */
+    float scale[4];
+    float offset[4];
 } gc_case;
 
 typedef struct {
@@ -673,9 +675,9 @@ static void fd_run(void *u)
 static void gradcheck(const gc_case *c, op_fn op, ref_fn ref, const void *arg)
 {
     dfl_ctx *ctx = dfl_ctx_new();
-    dfl_tensor *in[3] = {0};
-    double *xd[3] = {0};
-    float *raw[3] = {0};
+    dfl_tensor *in[4] = {0};
+    double *xd[4] = {0};
+    float *raw[4] = {0};
     for (int i = 0; i < c->nin; i++) {
         size_t n = dfl_shape_numel(c->ndim[i], c->shape[i]);
         float sc = c->scale[i] ? c->scale[i] : 1.0f;
@@ -920,6 +922,81 @@ static void test_grad_shaw(void **state)
     gradcheck(&cv, op_shaw_values, ref_shaw_values, &A);
 }
 
+/* ---- biases inside dfl_attention (tf.h): the conventions (query offset Tk - Tq, bias shapes,
+ * unscaled bias) agree with the direct formula; gradients reach q, k, v and the tables. */
+
+typedef struct { int B, H, Tq, Tk, D, R, causal, kind; } ab_arg; /* kind 0: Shaw, 1: T5 + ALiBi */
+
+static dfl_tensor *op_attn_bias(dfl_ctx *ctx, dfl_tensor **in, const void *arg)
+{
+    const ab_arg *A = arg;
+    dfl_attn_opts o;
+    memset(&o, 0, sizeof o);
+    o.causal = A->causal;
+    int off = A->Tk - A->Tq;
+    if (A->kind == 0)
+        o.bias = dfl_shaw_bias(ctx, in[0], in[3], A->Tk, off, 1.0f / sqrtf((float)A->D));
+    else
+        o.bias = dfl_add(ctx, dfl_t5_bias(ctx, in[3], A->Tq, A->Tk, off, !A->causal, 16),
+                         dfl_alibi_bias(ctx, A->H, A->Tq, A->Tk, off));
+    if (!o.bias) return NULL;
+    return dfl_attention(ctx, in[0], in[1], in[2], &o);
+}
+
+static void ref_attn_bias(double *const *in, double *out, const void *arg)
+{
+    const ab_arg *A = arg;
+    int D = A->D, off = A->Tk - A->Tq, k = (A->R - 1) / 2;
+    float sl[16];
+    dfl_alibi_slopes(A->H, sl);
+    double s[64];
+    for (int b = 0; b < A->B; b++)
+        for (int h = 0; h < A->H; h++)
+            for (int i = 0; i < A->Tq; i++) {
+                size_t bh = (size_t)b * A->H + h;
+                const double *q = in[0] + (bh * A->Tq + i) * D;
+                double mx = -INFINITY, z = 0.0;
+                int jmax = A->causal ? off + i + 1 : A->Tk;
+                for (int j = 0; j < jmax; j++) {
+                    const double *kj = in[1] + (bh * A->Tk + j) * D;
+                    double e = 0.0;
+                    for (int c = 0; c < D; c++) e += q[c] * kj[c];
+                    e /= sqrt((double)D);
+                    if (A->kind == 0) {
+                        const double *a = in[3] + (size_t)clip_idx(i, j, off, k) * D;
+                        double qa = 0.0;
+                        for (int c = 0; c < D; c++) qa += q[c] * a[c];
+                        e += qa / sqrt((double)D); /* Shaw: q (k + a)^T / sqrt(d) */
+                    } else {
+                        int bk = dfl_t5_bucket(j - (off + i), !A->causal, A->R, 16);
+                        e += in[3][(size_t)bk * A->H + h] - (double)sl[h] * abs(off + i - j);
+                    }
+                    s[j] = e;
+                    mx = fmax(mx, e);
+                }
+                for (int j = 0; j < jmax; j++) z += (s[j] = exp(s[j] - mx));
+                double *o = out + (bh * A->Tq + i) * D;
+                for (int c = 0; c < D; c++) o[c] = 0.0;
+                for (int j = 0; j < jmax; j++)
+                    for (int c = 0; c < D; c++) o[c] += s[j] / z * in[2][(bh * A->Tk + j) * D + c];
+            }
+}
+
+static void test_biases_in_attention(void **state)
+{
+    (void)state;
+    for (int kind = 0; kind < 2; kind++)
+        for (int causal = 0; causal < 2; causal++) {
+            /* Shaw: R = 5 (k = 2); T5: 8 buckets, max distance 16, table (8, H) */
+            ab_arg A = {2, 2, 3, 6, 4, kind ? 8 : 5, causal, kind};
+            char name[80];
+            snprintf(name, sizeof name, "attention + %s (%s)", kind ? "T5 + ALiBi" : "Shaw", causal ? "causal" : "bidirectional");
+            gc_case c = {name, 4, {4, 4, 4, 2}, {{2, 2, 3, 4}, {2, 2, 6, 4}, {2, 2, 6, 4}, {kind ? 8 : 5, kind ? 2 : 4}},
+                         {0, 0, 0, 1}, {1, 1, 1, 1}, {0}};
+            gradcheck(&c, op_attn_bias, ref_attn_bias, &A);
+        }
+}
+
 /* ---- learned absolute */
 
 static dfl_tensor *op_learned(dfl_ctx *ctx, dfl_tensor **in, const void *arg)
@@ -1027,6 +1104,7 @@ int main(void)
         cmocka_unit_test(test_grad_t5),
         cmocka_unit_test(test_grad_shaw),
         cmocka_unit_test(test_grad_learned),
+        cmocka_unit_test(test_biases_in_attention),
         cmocka_unit_test(test_linear_attention),
     };
     return cmocka_run_group_tests(tests, setup, NULL);
