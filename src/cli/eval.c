@@ -9,6 +9,7 @@
 #include "difflow/data.h"
 #include "difflow/likelihood.h"
 #include "difflow/progress.h"
+#include "flows.h"
 
 static const char *EVAL_USAGE =
     "usage: difflow eval --ckpt FILE [--metric nll] [--split test|train] [-n COUNT] [--probes K]\n"
@@ -56,6 +57,144 @@ static void column_stats(const float *x, long count, int dim, double *mu, double
             var[d] += e * e;
         }
     for (int d = 0; d < dim; d++) var[d] /= (double)count;
+}
+
+/* The points evaluated, shared by every model kind: images: the first n of the split (file
+ * order) dequantized y = -1 + 2 (v + u)/256 with u from rng_data (flows.md 1.2); 2-D: n independent
+ * draws of the generator `data` seeded from `seed` (test and train use different streams). x is
+ * (n, dim); *n shrinks to the split's size. ds keeps the loaded split. 0, or 1 after printing. */
+static int eval_points(const char *data, int images, int test, const char *data_dir, uint64_t seed, dfl_rng *rng_data,
+                       int dim, int *n, double *x, dfl_dataset *ds)
+{
+    if (images) {
+        if (dfl_fmnist_load(data_dir ? data_dir : DFL_FMNIST_DIR, test ? 0 : 1, ds)) {
+            fprintf(stderr, "difflow: error: %s (install Debian's dataset-fashion-mnist or pass --data-dir)\n", dfl_last_error());
+            return 1;
+        }
+        if (ds->c * ds->h * ds->w != dim) {
+            fprintf(stderr, "difflow: error: data has %d values per image, the model %d\n", ds->c * ds->h * ds->w, dim);
+            return 1;
+        }
+        if (*n > ds->n) *n = ds->n;
+        dfl_dequantize8(ds->pix, (size_t)*n * dim, rng_data, x); /* the first n images, in file order */
+        return 0;
+    }
+    if (!dfl_toy_known(data)) {
+        fprintf(stderr, "difflow: error: checkpoint data '%s' is not a known 2-D generator\n", data);
+        return 1;
+    }
+    if (dfl_toy_dataset(data, seed ^ (test ? TOY_TEST_SEED : TOY_TRAIN_SEED), *n, ds)) {
+        fprintf(stderr, "difflow: error: %s\n", dfl_last_error());
+        return 1;
+    }
+    for (size_t q = 0; q < (size_t)*n * dim; q++) x[q] = ds->points[q];
+    return 0;
+}
+
+/* The result table: mean and standard error of log p and NLL (nats), and bits/dim for images
+ * (8-bit, [-1, 1): +7) or the true-density bound for 2-D data. 0, or 1 after printing. */
+static int print_nll_table(const double *lp, int n, int dim, int images, const char *data)
+{
+    double lm, lse;
+    mean_se(lp, n, &lm, &lse);
+    printf("%-24s %12s %10s\n", "metric", "mean", "SE");
+    printf("%-24s %12.4f %10.4f\n", images ? "log p (nats/image)" : "log p (nats)", lm, lse);
+    printf("%-24s %12.4f %10.4f\n", images ? "NLL (nats/image)" : "NLL (nats)", -lm, lse);
+    if (images) {
+        double *bpd = malloc((size_t)n * sizeof *bpd);
+        if (!bpd) {
+            fprintf(stderr, "difflow: error: out of memory\n");
+            return 1;
+        }
+        for (int i = 0; i < n; i++) bpd[i] = dfl_bits_per_dim(lp[i], dim, 8, 2.0);
+        double bm, bse;
+        mean_se(bpd, n, &bm, &bse);
+        free(bpd);
+        printf("%-24s %12.4f %10.4f\n", "bits/dim (8-bit, +7)", bm, bse);
+    } else {
+        double bound = dfl_toy_true_loglik_bound(data);
+        if (!isnan(bound))
+            printf("true-density bound %.4f nats (reference/flows.md 3.4): mean - bound = %+.4f (%+.1f SE)\n", bound,
+                   lm - bound, (lm - bound) / lse);
+    }
+    return 0;
+}
+
+/* eval of a normalizing flow: the exact log-likelihood by the change of variables, on the same
+ * points as the diffusion path. Flags of the PF-ODE solve are refused. */
+static int eval_flow(const char *ckpt, arg_spec *specs, int n, int batch, uint64_t seed, int test, const char *data_dir,
+                     int threads)
+{
+    static const char *ode_only[] = {"--probes", "--rtol", "--atol", "--t-min", "--t-max", "--max-nfe", "--exact",
+                                     "--hutchinson"};
+    for (size_t i = 0; i < sizeof ode_only / sizeof ode_only[0]; i++)
+        if (args_find(specs, ode_only[i])->seen) {
+            fprintf(stderr,
+                    "difflow: error: %s applies to the PF-ODE likelihood of diffusion and flow-matching checkpoints; %s is a "
+                    "normalizing flow with an exact log-likelihood (%s)\n",
+                    ode_only[i], ckpt, ode_only[i]);
+            return 2;
+        }
+    dfl_flow *f = NULL;
+    dfl_model_info info;
+    int orc = cli_open_flow(ckpt, threads, &f, &info);
+    if (orc) return orc;
+    const dfl_flow_cfg *c = dfl_flow_get_cfg(f);
+    int images = c->height > 0, dim = dfl_flow_dim(f);
+    if (!args_find(specs, "-n")->seen) n = 1000;
+    if (!args_find(specs, "--batch")->seen) batch = images ? 100 : 1000;
+    if (n > 1000000) {
+        fprintf(stderr, "difflow: error: -n must be in 1..1000000 (got %d)\n", n);
+        dfl_flow_free(f);
+        return 2;
+    }
+    int rc = 1;
+    double *x = malloc((size_t)n * dim * sizeof *x), *lp = malloc((size_t)n * sizeof *lp);
+    float *xb = malloc((size_t)(batch < n ? batch : n) * dim * sizeof *xb);
+    dfl_ctx *ctx = dfl_ctx_new();
+    dfl_dataset ds;
+    memset(&ds, 0, sizeof ds);
+    if (!x || !lp || !xb || !ctx) {
+        fprintf(stderr, "difflow: error: out of memory\n");
+        goto done;
+    }
+    dfl_rng rng_data;
+    dfl_rng_init(&rng_data, seed);
+    if (eval_points(info.data, images, test, data_dir, seed, &rng_data, dim, &n, x, &ds)) goto done;
+    char desc[256];
+    cli_flow_describe(c, desc, sizeof desc);
+    printf("eval %s: %s flow, step %ld, data %s (%s split, %d %s)\n", ckpt, dfl_flow_kind_name(c->kind), info.step,
+           info.data, test ? "test" : "train", n, images ? "images, dequantized to [-1, 1)" : "points, continuous");
+    printf("exact log-likelihood (change of variables through %d layers): %s\n", dfl_flow_nbij(f), desc);
+    fflush(stdout);
+    double t0 = dfl_now();
+    dfl_ctx_set_grad(ctx, 0);
+    for (int i0 = 0; i0 < n; i0 += batch) {
+        int b = n - i0 < batch ? n - i0 : batch;
+        for (size_t q = 0; q < (size_t)b * dim; q++) xb[q] = (float)x[(size_t)i0 * dim + q];
+        int shape[4] = {b, c->channels, c->height, c->width};
+        dfl_ctx_reset(ctx);
+        dfl_tensor *xt = dfl_tensor_wrap(ctx, xb, images ? 4 : 2, shape);
+        dfl_tensor *l = xt ? dfl_flow_log_prob(ctx, f, xt) : NULL;
+        if (!l) {
+            fprintf(stderr, "difflow: error: likelihood of samples %d..%d: %s\n", i0, i0 + b - 1, dfl_last_error());
+            goto done;
+        }
+        for (int i = 0; i < b; i++) lp[i0 + i] = l->data[i];
+        if (images && n > batch) fprintf(stderr, "eval: %d/%d images, %.1f s\n", i0 + b, n, dfl_now() - t0);
+    }
+    double secs = dfl_now() - t0;
+    if (print_nll_table(lp, n, dim, images, info.data)) goto done;
+    printf("%d forward passes of batch <= %d, %.2f s\n", (n + batch - 1) / batch, batch, secs);
+    rc = 0;
+done:
+    free(x);
+    free(lp);
+    free(xb);
+    dfl_dataset_free(&ds);
+    dfl_ctx_free(ctx);
+    dfl_flow_free(f);
+    return rc;
 }
 
 int cmd_eval(int argc, char **argv)
@@ -121,6 +260,7 @@ int cmd_eval(int argc, char **argv)
                 args_find(specs, "-n")->seen && n < 1 ? n : batch);
         return 2;
     }
+    if (dfl_flow_is_checkpoint(ckpt)) return eval_flow(ckpt, specs, n, batch, seed, test, data_dir, threads);
     int orc = cli_open_model(ckpt, threads, &m, &info);
     if (orc) return orc;
     const dfl_arch_cfg *ac = dfl_net_cfg(m.net);
@@ -166,7 +306,7 @@ int cmd_eval(int argc, char **argv)
 
     int rc = 1;
     double *x = malloc((size_t)n * dim * sizeof *x), *lp = malloc((size_t)n * sizeof *lp);
-    double *mu = calloc((size_t)dim, sizeof *mu), *var = calloc((size_t)dim, sizeof *var), *bpd = NULL;
+    double *mu = calloc((size_t)dim, sizeof *mu), *var = calloc((size_t)dim, sizeof *var);
     dfl_dataset ds, tr;
     memset(&ds, 0, sizeof ds);
     memset(&tr, 0, sizeof tr);
@@ -180,18 +320,9 @@ int cmd_eval(int argc, char **argv)
     dfl_rng_init(&rng_probe, seed ^ 0x9B0BE5EEDull);
     char prior_desc[160];
     /* data to evaluate, and the training statistics the prior needs when alpha(T) != 0 */
-    if (images) {
-        if (dfl_fmnist_load(data_dir ? data_dir : DFL_FMNIST_DIR, test ? 0 : 1, &ds)) {
-            fprintf(stderr, "difflow: error: %s (install Debian's dataset-fashion-mnist or pass --data-dir)\n", dfl_last_error());
-            goto done;
-        }
-        if (ds.c * ds.h * ds.w != dim) {
-            fprintf(stderr, "difflow: error: data has %d values per image, the model %d\n", ds.c * ds.h * ds.w, dim);
-            goto done;
-        }
-        if (n > ds.n) n = ds.n;
-        dfl_dequantize8(ds.pix, (size_t)n * dim, &rng_data, x); /* the first n images, in file order */
-        if (aT != 0.0) {
+    if (eval_points(info.data, images, test, data_dir, seed, &rng_data, dim, &n, x, &ds)) goto done;
+    if (aT != 0.0) {
+        if (images) {
             dfl_dataset *src = &ds;
             if (test) {
                 if (dfl_fmnist_load(data_dir ? data_dir : DFL_FMNIST_DIR, 1, &tr)) {
@@ -208,18 +339,7 @@ int cmd_eval(int argc, char **argv)
             dfl_images_to_float(src->pix, (size_t)src->n * dim, f);
             column_stats(f, src->n, dim, mu, var);
             free(f);
-        }
-    } else {
-        if (!dfl_toy_known(info.data)) {
-            fprintf(stderr, "difflow: error: checkpoint data '%s' is not a known 2-D generator\n", info.data);
-            goto done;
-        }
-        if (dfl_toy_dataset(info.data, seed ^ (test ? TOY_TEST_SEED : TOY_TRAIN_SEED), n, &ds)) {
-            fprintf(stderr, "difflow: error: %s\n", dfl_last_error());
-            goto done;
-        }
-        for (size_t q = 0; q < (size_t)n * dim; q++) x[q] = ds.points[q];
-        if (aT != 0.0) {
+        } else {
             if (dfl_toy_dataset(info.data, TOY_STATS_SEED, TOY_STATS_N, &tr)) {
                 fprintf(stderr, "difflow: error: %s\n", dfl_last_error());
                 goto done;
@@ -259,27 +379,7 @@ int cmd_eval(int argc, char **argv)
         if (images) fprintf(stderr, "eval: %d/%d images, %.1f s\n", i0 + b, n, dfl_now() - t0);
     }
     double secs = dfl_now() - t0;
-    double lm, lse;
-    mean_se(lp, n, &lm, &lse);
-    printf("%-24s %12s %10s\n", "metric", "mean", "SE");
-    printf("%-24s %12.4f %10.4f\n", images ? "log p (nats/image)" : "log p (nats)", lm, lse);
-    printf("%-24s %12.4f %10.4f\n", images ? "NLL (nats/image)" : "NLL (nats)", -lm, lse);
-    if (images) {
-        bpd = malloc((size_t)n * sizeof *bpd);
-        if (!bpd) {
-            fprintf(stderr, "difflow: error: out of memory\n");
-            goto done;
-        }
-        for (int i = 0; i < n; i++) bpd[i] = dfl_bits_per_dim(lp[i], dim, 8, 2.0);
-        double bm, bse;
-        mean_se(bpd, n, &bm, &bse);
-        printf("%-24s %12.4f %10.4f\n", "bits/dim (8-bit, +7)", bm, bse);
-    } else {
-        double bound = dfl_toy_true_loglik_bound(info.data);
-        if (!isnan(bound))
-            printf("true-density bound %.4f nats (reference/flows.md 3.4): mean - bound = %+.4f (%+.1f SE)\n", bound,
-                   lm - bound, (lm - bound) / lse);
-    }
+    if (print_nll_table(lp, n, dim, images, info.data)) goto done;
     printf("NFE %ld in %ld solves (%.0f per solve), %ld steps, %ld rejected, %.2f s\n", st.nfe, solves,
            (double)st.nfe / (double)(solves ? solves : 1), st.steps, st.rejected, secs);
     rc = 0;
@@ -288,7 +388,6 @@ done:
     free(lp);
     free(mu);
     free(var);
-    free(bpd);
     dfl_dataset_free(&ds);
     dfl_dataset_free(&tr);
     dfl_ctx_free(mf.ctx);

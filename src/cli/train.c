@@ -14,13 +14,16 @@
 
 #include "difflow/data.h"
 #include "difflow/io.h"
+#include "difflow/likelihood.h"
 #include "difflow/optim.h"
 #include "difflow/progress.h"
+#include "flows.h"
+#include "trainee.h"
 
 static const char *TRAIN_USAGE =
-    "usage: difflow train [--data fashion-mnist|moons|8gaussians|checkerboard] [--method fm|edm|vp|subvp|ve|ddpm] [--preset toy-mlp|fmnist-unet-s]\n"
-    "                     [--pred eps|x0|v|velocity|edm] [--ot] [--ddpm-schedule linear|cosine]\n"
-    "                     [--steps N] [--batch B] [--lr X] [--seed S] [--out runs/NAME] [--resume] ...\n"
+    "usage: difflow train [--data fashion-mnist|moons|8gaussians|checkerboard] [--method fm|edm|vp|subvp|ve|ddpm|nice|realnvp|glow|cnf]\n"
+    "                     [--preset toy-mlp|fmnist-unet-s] [--pred eps|x0|v|velocity|edm] [--ot] [--ddpm-schedule linear|cosine]\n"
+    "                     [flow flags] [--steps N] [--batch B] [--lr X] [--seed S] [--out runs/NAME] [--resume] ...\n"
     "\n"
     "Trains a generative model and writes runs/NAME/: model.safetensors (EMA weights, config in its\n"
     "metadata), train_state.safetensors (optimizer, EMA, RNG, step), config.json, log.csv, loss.png and\n"
@@ -28,7 +31,14 @@ static const char *TRAIN_USAGE =
     "dataset-fashion-mnist package. With no flags: flow matching, fmnist-unet-s, about 10 minutes on 2 cores.\n"
     "Methods: fm (flow matching), edm, vp / subvp (score SDE, t ~ U(1e-5, 1)), ve (SMLD, sigma 0.01..50),\n"
     "ddpm (discrete, T = 1000). --pred picks what the network predicts (default: fm velocity, edm edm,\n"
-    "others eps); v needs vp or ddpm. --ot pairs noise and data by exact minibatch OT (fm only).";
+    "others eps); v needs vp or ddpm. --ot pairs noise and data by exact minibatch OT (fm only).\n"
+    "Normalizing flows (exact log-likelihood; loss = -mean log p(x)/D in nats/dim; images dequantized\n"
+    "y = -1 + 2 (v + u)/256 with the run's seed; docs/FLOWS.md): nice (additive couplings, scaling layer,\n"
+    "logistic base; --couplings --hidden --depth), realnvp (affine couplings, multi-scale on images;\n"
+    "--width --scales --blocks, 2-D --couplings --depth), glow (ActNorm with data-dependent init, LU 1x1\n"
+    "conv, couplings; --levels --steps-per-level --width --coupling --invconv). Each flag is refused by the\n"
+    "methods that do not use it. cnf: a continuous normalizing flow trained by flow matching (method fm,\n"
+    "pred velocity, in runs/DATA-cnf), evaluated through the PF-ODE likelihood.";
 
 typedef struct {
     const char *data, *data_dir, *method, *preset, *out, *pred, *ddpm_schedule;
@@ -259,9 +269,9 @@ static const char *fmt_value(double v)
     return b;
 }
 
-static dfl_status write_config(const char *path, const dfl_model *m, const dfl_model_info *info)
+static dfl_status write_config(const char *path, cli_trainee *t, const dfl_model_info *info)
 {
-    char *js = dfl_model_config_json(m, info);
+    char *js = t->config_json(t, info);
     if (!js) return dfl_fail(DFL_ERR_NOMEM, "%s: out of memory", path);
     dfl_status st = dfl_write_file_atomic(path, js, strlen(js));
     free(js);
@@ -348,6 +358,105 @@ int cmd_reflow(int argc, char **argv)
     return cmd_train(argc, argv);
 }
 
+/* ---------------------------------------------------------------- diffusion / flow matching */
+
+typedef struct {
+    dfl_model m;
+    int sample_steps;
+} diff_trainee;
+
+static dfl_params *diff_params(cli_trainee *t) { return dfl_net_params(((diff_trainee *)t->self)->m.net); }
+
+static dfl_tensor *diff_loss(cli_trainee *t, dfl_ctx *ctx, float *x, const float *xe, int ndim, const int *shape,
+                             dfl_rng *rng)
+{
+    const dfl_model *m = &((diff_trainee *)t->self)->m;
+    return xe ? dfl_model_loss_paired(ctx, m, x, xe, ndim, shape, rng) : dfl_model_loss(ctx, m, x, ndim, shape, rng);
+}
+
+static dfl_status diff_save(cli_trainee *t, const char *path, const dfl_model_info *info)
+{
+    return dfl_model_save(path, &((diff_trainee *)t->self)->m, info);
+}
+
+static char *diff_config_json(cli_trainee *t, const dfl_model_info *info)
+{
+    return dfl_model_config_json(&((diff_trainee *)t->self)->m, info);
+}
+
+static dfl_status diff_sample(cli_trainee *t, dfl_ctx *ctx, uint64_t seed, int n, int ndim, const int *shape, float *x,
+                              char *what, size_t cap)
+{
+    diff_trainee *d = t->self;
+    dfl_sample_cfg sc;
+    dfl_sample_cfg_default(&sc);
+    sc.sampler = DFL_SAMPLER_HEUN;
+    sc.schedule = DFL_SCHED_RHO;
+    sc.steps = d->sample_steps;
+    sc.rho = 7.0;
+    int nfe = 0;
+    dfl_status st = cli_sample_chunked(ctx, &d->m, &sc, seed, n, 256, ndim, shape, x, &nfe);
+    snprintf(what, cap, "heun, %d NFE", nfe);
+    return st;
+}
+
+static void diff_free(cli_trainee *t)
+{
+    diff_trainee *d = t->self;
+    if (d) dfl_net_free(d->m.net);
+    free(d);
+    t->self = NULL;
+}
+
+/* The diffusion / flow-matching model of a run: built from the preset, or on --resume checked
+ * against the checkpoint (whose info goes to *ci). Returns 0, or 1 after printing the error. */
+static int diff_trainee_open(cli_trainee *t, const dfl_process *proc, const dfl_arch_cfg *ac, const char *preset,
+                             const char *method, const char *data, uint64_t seed, int sample_steps, const char *p_model,
+                             int resume, dfl_model_info *ci)
+{
+    char msg[4096];
+    diff_trainee *d = calloc(1, sizeof *d);
+    if (!d) return fail_cli("out of memory");
+    t->self = d;
+    t->params = diff_params;
+    t->loss = diff_loss;
+    t->data_init = NULL;
+    t->save = diff_save;
+    t->config_json = diff_config_json;
+    t->sample = diff_sample;
+    t->free = diff_free;
+    t->dequantize = 0;
+    d->sample_steps = sample_steps;
+    d->m.proc = *proc;
+    dfl_rng init_rng;
+    dfl_rng_init(&init_rng, seed ^ 0x5DEECE66Dull);
+    d->m.net = dfl_net_new(ac, &init_rng);
+    if (!d->m.net) {
+        snprintf(msg, sizeof msg, "%s", dfl_last_error());
+        return fail_cli(msg);
+    }
+    snprintf(t->desc, sizeof t->desc, "%s with %s (pred %s%s)", preset, method, dfl_pred_name(proc->pred),
+             proc->fm_ot ? ", minibatch OT" : "");
+    if (!resume) return 0;
+    dfl_model chk;
+    if (dfl_model_load(p_model, &chk, ci)) {
+        snprintf(msg, sizeof msg, "--resume: %s", dfl_last_error());
+        return fail_cli(msg);
+    }
+    int same = strcmp(ci->arch, preset) == 0 && chk.proc.family == proc->family && strcmp(ci->data, data) == 0 &&
+               chk.proc.pred == proc->pred && chk.proc.ddpm_schedule == proc->ddpm_schedule && chk.proc.fm_ot == proc->fm_ot;
+    dfl_net_free(chk.net);
+    if (!same) {
+        snprintf(msg, sizeof msg, "--resume: %s was trained as %s/%s (pred %s%s) on %s, not %s/%s (pred %s%s) on %s", p_model,
+                 ci->arch, dfl_family_name(chk.proc.family), dfl_pred_name(chk.proc.pred), chk.proc.fm_ot ? ", ot" : "",
+                 ci->data, preset, method, dfl_pred_name(proc->pred), proc->fm_ot ? ", ot" : "", data);
+        return fail_cli(msg);
+    }
+    return 0;
+}
+
+/* ---------------------------------------------------------------- difflow train */
+
 int cmd_train(int argc, char **argv)
 {
     train_opts o = {.data = "fashion-mnist", .data_dir = NULL, .method = "fm", .preset = NULL, .out = NULL, .pred = NULL,
@@ -355,14 +464,18 @@ int cmd_train(int argc, char **argv)
                     .steps = -1, .batch = -1, .lr = -1, .warmup = -1, .clip = 1.0, .ema_halflife = -1,
                     .seed = 0, .threads = 0, .log_every = -1, .ckpt_every = -1, .n_samples = 64, .sample_steps = 18,
                     .reflow_from = NULL, .pairs = -1, .pair_steps = 50};
+    cli_flow_flags ff;
+    cli_flow_flags_default(&ff);
     arg_spec specs[] = {
         {"--data", NULL, ARG_STR, &o.data, "NAME", "fashion-mnist, moons, 8gaussians or checkerboard", 0},
         {"--data-dir", NULL, ARG_STR, &o.data_dir, "DIR", "Fashion-MNIST IDX directory (default " DFL_FMNIST_DIR ")", 0},
-        {"--method", NULL, ARG_STR, &o.method, "NAME", "fm (flow matching), edm, vp, subvp, ve or ddpm", 0},
+        {"--method", NULL, ARG_STR, &o.method, "NAME",
+         "fm (flow matching), edm, vp, subvp, ve, ddpm; flows nice, realnvp, glow, cnf", 0},
         {"--pred", NULL, ARG_STR, &o.pred, "KIND", "network output: eps, x0, v, velocity or edm (default: by method)", 0},
-        {"--ot", NULL, ARG_BOOL, &o.ot, NULL, "fm: pair noise and data by exact minibatch optimal transport", 0},
+        {"--ot", NULL, ARG_BOOL, &o.ot, NULL, "fm, cnf: pair noise and data by exact minibatch optimal transport", 0},
         {"--ddpm-schedule", NULL, ARG_STR, &o.ddpm_schedule, "NAME", "ddpm: beta schedule linear or cosine (default linear)", 0},
         {"--preset", "--arch", ARG_STR, &o.preset, "NAME", "toy-mlp or fmnist-unet-s (default: by data)", 0},
+        CLI_FLOW_FLAG_SPECS(ff),
         {"--steps", NULL, ARG_LONG, &o.steps, "N", "optimizer steps (default 720 images (~10 min on 2 cores), 4000 2-D)", 0},
         {"--batch", NULL, ARG_INT, &o.batch, "B", "batch size (default 64 images, 512 2-D)", 0},
         {"--lr", NULL, ARG_FLOAT, &o.lr, "X", "Adam learning rate (default 1e-3)", 0},
@@ -376,7 +489,7 @@ int cmd_train(int argc, char **argv)
         {"--log-every", NULL, ARG_INT, &o.log_every, "N", "log.csv / plain progress interval (default steps/100)", 0},
         {"--ckpt-every", NULL, ARG_INT, &o.ckpt_every, "N", "checkpoint interval in steps (default steps/4)", 0},
         {"--samples", NULL, ARG_INT, &o.n_samples, "N", "samples drawn at the end (0: none)", 0},
-        {"--sample-steps", NULL, ARG_INT, &o.sample_steps, "N", "Heun steps for the end-of-run samples", 0},
+        {"--sample-steps", NULL, ARG_INT, &o.sample_steps, "N", "Heun steps for the end-of-run samples (not flows)", 0},
         {"--reflow-from", "--ckpt", ARG_STR, &o.reflow_from, "FILE", "reflow: train the next rectified flow on (noise, sample) pairs of this FM model", 0},
         {"--pairs", NULL, ARG_INT, &o.pairs, "N", "reflow: number of pairs (default 20000 2-D, 5000 images)", 0},
         {"--pair-steps", NULL, ARG_INT, &o.pair_steps, "N", "reflow: Heun steps (uniform t) generating each pair", 0},
@@ -390,6 +503,7 @@ int cmd_train(int argc, char **argv)
     if (o.reflow_from) {
         if (args_find(specs, "--data")->seen || args_find(specs, "--method")->seen || args_find(specs, "--pred")->seen)
             return fail_cli("reflow takes the data, method and architecture of --reflow-from; drop --data/--method/--pred");
+        if (cli_flow_flags_seen(specs)) return fail_cli(cli_flow_flags_refusal(specs, "fm"));
         if (dfl_model_load(o.reflow_from, &teacher, &tinfo)) {
             snprintf(msg, sizeof msg, "%s (--reflow-from)", dfl_last_error());
             return fail_cli(msg);
@@ -413,59 +527,85 @@ int cmd_train(int argc, char **argv)
     } else if (args_find(specs, "--pairs")->seen || args_find(specs, "--pair-steps")->seen) {
         return fail_cli("--pairs and --pair-steps are for reflow (difflow reflow --ckpt FILE)");
     }
-    dfl_family fam;
-    if (dfl_family_parse(o.method, &fam)) {
-        snprintf(msg, sizeof msg, "%s (--method)", dfl_last_error());
-        return fail_cli(msg);
+    /* Normalizing flows (nice, realnvp, glow) take the flow flags and refuse the diffusion ones;
+     * cnf is flow matching with velocity prediction (a continuous normalizing flow), recorded as
+     * method fm in its checkpoint, in runs/DATA-cnf by default. */
+    int is_flow = cli_flow_method(o.method), is_cnf = strcmp(o.method, "cnf") == 0;
+    if (is_flow) {
+        static const char *diffusion_only[] = {"--pred", "--ot", "--ddpm-schedule", "--preset", "--sample-steps"};
+        for (size_t i = 0; i < sizeof diffusion_only / sizeof diffusion_only[0]; i++)
+            if (args_find(specs, diffusion_only[i])->seen) {
+                snprintf(msg, sizeof msg, "%s applies to diffusion and flow-matching methods, not the normalizing flow %s (%s)",
+                         diffusion_only[i], o.method, diffusion_only[i]);
+                return fail_cli(msg);
+            }
+    } else if (cli_flow_flags_seen(specs)) {
+        return fail_cli(cli_flow_flags_refusal(specs, o.method));
     }
-    /* The process: family defaults, then the explicit parameterization / schedule / OT flags,
-     * each checked against the method with one error line. */
+    dfl_family fam = DFL_FAMILY_FM;
     dfl_process proc;
-    dfl_process_default(&proc, fam);
-    if (o.pred) {
-        if (dfl_pred_parse(o.pred, &proc.pred)) {
-            snprintf(msg, sizeof msg, "%s (--pred)", dfl_last_error());
+    memset(&proc, 0, sizeof proc);
+    if (!is_flow) {
+        if (dfl_family_parse(is_cnf ? "fm" : o.method, &fam)) {
+            snprintf(msg, sizeof msg, "%s (--method)", dfl_last_error());
             return fail_cli(msg);
         }
-        if (dfl_pred_check(&proc, proc.pred)) return fail_cli(dfl_last_error());
-    }
-    if (o.ddpm_schedule) {
-        dfl_ddpm_schedule ds;
-        if (fam != DFL_FAMILY_DDPM) {
-            snprintf(msg, sizeof msg, "--ddpm-schedule applies to --method ddpm only, not %s", o.method);
-            return fail_cli(msg);
+        /* The process: family defaults, then the explicit parameterization / schedule / OT flags,
+         * each checked against the method with one error line. */
+        dfl_process_default(&proc, fam);
+        if (o.pred) {
+            if (dfl_pred_parse(o.pred, &proc.pred)) {
+                snprintf(msg, sizeof msg, "%s (--pred)", dfl_last_error());
+                return fail_cli(msg);
+            }
+            if (is_cnf && proc.pred != DFL_PRED_VELOCITY) {
+                snprintf(msg, sizeof msg, "--method cnf is flow matching with velocity prediction; for --pred %s use --method fm (--pred)",
+                         o.pred);
+                return fail_cli(msg);
+            }
+            if (dfl_pred_check(&proc, proc.pred)) return fail_cli(dfl_last_error());
         }
-        if (dfl_ddpm_schedule_parse(o.ddpm_schedule, &ds)) {
-            snprintf(msg, sizeof msg, "%s (--ddpm-schedule)", dfl_last_error());
-            return fail_cli(msg);
+        if (o.ddpm_schedule) {
+            dfl_ddpm_schedule dsch;
+            if (fam != DFL_FAMILY_DDPM) {
+                snprintf(msg, sizeof msg, "--ddpm-schedule applies to --method ddpm only, not %s", o.method);
+                return fail_cli(msg);
+            }
+            if (dfl_ddpm_schedule_parse(o.ddpm_schedule, &dsch)) {
+                snprintf(msg, sizeof msg, "%s (--ddpm-schedule)", dfl_last_error());
+                return fail_cli(msg);
+            }
+            dfl_process_set_ddpm(&proc, dsch);
         }
-        dfl_process_set_ddpm(&proc, ds);
-    }
-    if (o.ot) {
-        if (fam != DFL_FAMILY_FM || proc.pred != DFL_PRED_VELOCITY) {
-            snprintf(msg, sizeof msg, "--ot (minibatch OT flow matching) needs --method fm with --pred velocity, not %s/%s",
-                     o.method, dfl_pred_name(proc.pred));
-            return fail_cli(msg);
+        if (o.ot) {
+            if (fam != DFL_FAMILY_FM || proc.pred != DFL_PRED_VELOCITY) {
+                snprintf(msg, sizeof msg, "--ot (minibatch OT flow matching) needs --method fm with --pred velocity, not %s/%s",
+                         o.method, dfl_pred_name(proc.pred));
+                return fail_cli(msg);
+            }
+            proc.fm_ot = 1;
         }
-        proc.fm_ot = 1;
     }
     int is_images = strcmp(o.data, "fashion-mnist") == 0;
     if (!is_images && !dfl_toy_known(o.data)) {
         snprintf(msg, sizeof msg, "unknown dataset '%s' (--data; known: fashion-mnist, moons, 8gaussians, checkerboard)", o.data);
         return fail_cli(msg);
     }
-    if (!o.preset) o.preset = is_images ? "fmnist-unet-s" : "toy-mlp";
-    if (strcmp(o.preset, "mlp") == 0) o.preset = "toy-mlp";
-    if (strcmp(o.preset, "unet") == 0) o.preset = "fmnist-unet-s";
     dfl_arch_cfg ac;
-    if (dfl_arch_preset(o.preset, &ac)) {
-        snprintf(msg, sizeof msg, "%s (--preset)", dfl_last_error());
-        return fail_cli(msg);
-    }
-    if ((ac.arch == DFL_ARCH_UNET) != is_images) {
-        snprintf(msg, sizeof msg, "preset '%s' does not fit data '%s' (--preset: fmnist-unet-s for images, toy-mlp for 2-D)",
-                 o.preset, o.data);
-        return fail_cli(msg);
+    memset(&ac, 0, sizeof ac);
+    if (!is_flow) {
+        if (!o.preset) o.preset = is_images ? "fmnist-unet-s" : "toy-mlp";
+        if (strcmp(o.preset, "mlp") == 0) o.preset = "toy-mlp";
+        if (strcmp(o.preset, "unet") == 0) o.preset = "fmnist-unet-s";
+        if (dfl_arch_preset(o.preset, &ac)) {
+            snprintf(msg, sizeof msg, "%s (--preset)", dfl_last_error());
+            return fail_cli(msg);
+        }
+        if ((ac.arch == DFL_ARCH_UNET) != is_images) {
+            snprintf(msg, sizeof msg, "preset '%s' does not fit data '%s' (--preset: fmnist-unet-s for images, toy-mlp for 2-D)",
+                     o.preset, o.data);
+            return fail_cli(msg);
+        }
     }
     /* Flags given explicitly are validated as given; only absent ones take computed defaults. */
     if (args_find(specs, "--steps")->seen && o.steps < 1) return fail_cli("--steps must be >= 1");
@@ -479,14 +619,42 @@ int cmd_train(int argc, char **argv)
     if (o.n_samples < 0 || o.n_samples > 100000) return fail_cli("--samples must be in 0..100000");
     if (o.sample_steps < 1) return fail_cli("--sample-steps must be >= 1");
     if (o.threads < 0) return fail_cli("--threads must be >= 0");
-    if (!args_find(specs, "--steps")->seen) o.steps = is_images ? 720 : 4000;
-    if (!args_find(specs, "--batch")->seen) o.batch = is_images ? 64 : 512;
-    if (!args_find(specs, "--lr")->seen) o.lr = 1e-3;
+    if (is_flow)
+        cli_flow_train_defaults(o.method, is_images, &o.steps, &o.batch, &o.lr, args_find(specs, "--steps")->seen,
+                                args_find(specs, "--batch")->seen, args_find(specs, "--lr")->seen);
+    if (!args_find(specs, "--steps")->seen && o.steps < 1) o.steps = is_images ? 720 : 4000;
+    if (!args_find(specs, "--batch")->seen && o.batch < 1) o.batch = is_images ? 64 : 512;
+    if (!args_find(specs, "--lr")->seen && !(o.lr > 0)) o.lr = 1e-3;
     if (!args_find(specs, "--warmup")->seen) o.warmup = (int)(o.steps / 20);
     if (!args_find(specs, "--ema-halflife")->seen) o.ema_halflife = 0.1 * (double)o.steps * o.batch;
     if (!args_find(specs, "--log-every")->seen) o.log_every = o.steps >= 100 ? (int)(o.steps / 100) : 1;
     if (!args_find(specs, "--ckpt-every")->seen) o.ckpt_every = o.steps >= 4 ? (int)(o.steps / 4) : 1;
     dfl_set_threads(o.threads);
+
+    /* Data. */
+    dfl_dataset ds;
+    memset(&ds, 0, sizeof ds);
+    if (is_images && !o.reflow_from) {
+        if (dfl_fmnist_load(o.data_dir ? o.data_dir : DFL_FMNIST_DIR, 1, &ds)) {
+            snprintf(msg, sizeof msg, "%s (install Debian's dataset-fashion-mnist or pass --data-dir)", dfl_last_error());
+            return fail_cli(msg);
+        }
+    }
+
+    if (!is_flow && is_images && !o.reflow_from && (ds.c != ac.channels || ds.h != ac.height || ds.w != ac.width)) {
+        snprintf(msg, sizeof msg, "%s: images are %dx%dx%d but %s expects %dx%dx%d (--data-dir)",
+                 o.data_dir ? o.data_dir : DFL_FMNIST_DIR, ds.c, ds.h, ds.w, o.preset, ac.channels, ac.height, ac.width);
+        dfl_dataset_free(&ds);
+        return fail_cli(msg);
+    }
+
+    dfl_flow_cfg fcfg;
+    memset(&fcfg, 0, sizeof fcfg);
+    if (is_flow && cli_flow_cfg_from_flags(o.method, &ff, specs, o.data, is_images ? ds.c : 2, is_images ? ds.h : 0,
+                                           is_images ? ds.w : 0, &fcfg)) {
+        dfl_dataset_free(&ds);
+        return fail_cli(dfl_last_error());
+    }
 
     char outdir[2048];
     if (o.out) snprintf(outdir, sizeof outdir, "%s", o.out);
@@ -509,100 +677,85 @@ int cmd_train(int argc, char **argv)
 
     if (ensure_dir(outdir) || !dir_writable(outdir)) {
         snprintf(msg, sizeof msg, "cannot write to run directory '%s': %s (--out)", outdir, strerror(errno ? errno : EACCES));
+        dfl_dataset_free(&ds);
         return fail_cli(msg);
     }
     if (!o.resume && access(p_model, F_OK) == 0) {
         snprintf(msg, sizeof msg, "run directory '%s' already holds a model; pass --resume to continue it or --out for a new run", outdir);
+        dfl_dataset_free(&ds);
         return fail_cli(msg);
     }
 
     remove_stale_temps(outdir);
 
-    /* Data. */
-    dfl_dataset ds;
-    memset(&ds, 0, sizeof ds);
-    if (is_images && !o.reflow_from) {
-        if (dfl_fmnist_load(o.data_dir ? o.data_dir : DFL_FMNIST_DIR, 1, &ds)) {
-            snprintf(msg, sizeof msg, "%s (install Debian's dataset-fashion-mnist or pass --data-dir)", dfl_last_error());
-            return fail_cli(msg);
-        }
+    int ndim, shape[4];
+    size_t per;
+    if (is_images) {
+        ndim = 4;
+        shape[1] = is_flow ? ds.c : ac.channels;
+        shape[2] = is_flow ? ds.h : ac.height;
+        shape[3] = is_flow ? ds.w : ac.width;
+        per = (size_t)shape[1] * shape[2] * shape[3];
+    } else {
+        ndim = 2;
+        shape[1] = 2;
+        shape[2] = shape[3] = 1;
+        per = 2;
     }
+    shape[0] = o.batch;
 
-    if (is_images && !o.reflow_from && (ds.c != ac.channels || ds.h != ac.height || ds.w != ac.width)) {
-        snprintf(msg, sizeof msg, "%s: images are %dx%dx%d but %s expects %dx%dx%d (--data-dir)",
-                 o.data_dir ? o.data_dir : DFL_FMNIST_DIR, ds.c, ds.h, ds.w, o.preset, ac.channels, ac.height, ac.width);
-        dfl_dataset_free(&ds);
-        return fail_cli(msg);
-    }
-
-    /* Model, optimizer, RNG. */
+    /* Model (new, or the checkpoint's on --resume), optimizer, RNG. */
     int rc = 1;
-    dfl_rng init_rng, rng;
-    dfl_rng_init(&init_rng, o.seed ^ 0x5DEECE66Dull);
+    dfl_rng rng;
     dfl_rng_init(&rng, o.seed);
-    dfl_model m;
-    m.proc = proc;
-    m.net = dfl_net_new(&ac, &init_rng);
+    cli_trainee t;
+    memset(&t, 0, sizeof t);
     dfl_ctx *ctx = dfl_ctx_new();
     dfl_adam opt;
     memset(&opt, 0, sizeof opt);
     float *xb = NULL, *samples = NULL, *pair_x0 = NULL, *pair_eps = NULL, *xe = NULL;
+    double *xq = NULL;
     uint32_t *perm = NULL;
     FILE *logf = NULL;
-    if (!m.net || !ctx) {
-        snprintf(msg, sizeof msg, "%s", dfl_last_error());
-        fail_cli(msg);
+    dfl_model_info ci;
+    memset(&ci, 0, sizeof ci);
+    if (!ctx) {
+        fail_cli("out of memory");
         goto done;
     }
+    if (is_flow ? cli_flow_trainee_open(&t, &fcfg, o.data, o.seed, p_model, o.resume, &ci)
+                : diff_trainee_open(&t, &proc, &ac, o.preset, o.method, o.data, o.seed, o.sample_steps, p_model, o.resume,
+                                    &ci))
+        goto done;
     dfl_adam_cfg acfg = {.lr = (float)o.lr, .beta1 = 0.9f, .beta2 = 0.999f, .eps = 1e-8f, .weight_decay = 0.f,
                          .warmup = o.warmup, .clip = (float)o.clip, .ema_halflife = (float)o.ema_halflife, .batch = o.batch};
-    if (dfl_adam_init(&opt, dfl_net_params(m.net), &acfg)) {
+    if (dfl_adam_init(&opt, t.params(&t), &acfg)) {
         snprintf(msg, sizeof msg, "%s", dfl_last_error());
         fail_cli(msg);
         goto done;
     }
     dfl_model_info info;
     memset(&info, 0, sizeof info);
-    snprintf(info.arch, sizeof info.arch, "%s", o.preset);
+    snprintf(info.arch, sizeof info.arch, "%s", is_flow ? o.method : o.preset);
     snprintf(info.data, sizeof info.data, "%s", o.data);
     info.seed = o.seed;
     long step = 0;
     if (o.resume) {
-        dfl_model chk;
-        dfl_model_info ci;
-        if (dfl_model_load(p_model, &chk, &ci)) {
-            snprintf(msg, sizeof msg, "--resume: %s", dfl_last_error());
-            fail_cli(msg);
-            goto done;
-        }
-        int same = strcmp(ci.arch, info.arch) == 0 && chk.proc.family == fam && strcmp(ci.data, info.data) == 0 &&
-                   chk.proc.pred == proc.pred && chk.proc.ddpm_schedule == proc.ddpm_schedule && chk.proc.fm_ot == proc.fm_ot;
-        dfl_net_free(chk.net);
-        if (same && args_find(specs, "--seed")->seen && o.seed != ci.seed) {
+        if (args_find(specs, "--seed")->seen && o.seed != ci.seed) {
             snprintf(msg, sizeof msg, "--resume: the run was trained with --seed %" PRIu64 "; drop --seed or pass the same one",
                      ci.seed);
             fail_cli(msg);
             goto done;
         }
         o.seed = info.seed = ci.seed; /* the data order and every draw stay those of the original run */
-        long model_step = ci.step;
-        (void)model_step;
-        if (!same) {
-            snprintf(msg, sizeof msg, "--resume: %s was trained as %s/%s (pred %s%s) on %s, not %s/%s (pred %s%s) on %s",
-                     p_model, ci.arch, dfl_family_name(chk.proc.family), dfl_pred_name(chk.proc.pred),
-                     chk.proc.fm_ot ? ", ot" : "", ci.data, info.arch, o.method, dfl_pred_name(proc.pred),
-                     proc.fm_ot ? ", ot" : "", info.data);
-            fail_cli(msg);
-            goto done;
-        }
         if (load_state(p_state, &opt, &rng, &step)) {
             snprintf(msg, sizeof msg, "--resume: %s", dfl_last_error());
             fail_cli(msg);
             goto done;
         }
-        if (step != model_step) {
+        if (step != ci.step) {
             snprintf(msg, sizeof msg, "--resume: %s is at step %ld but %s is at step %ld: they are not from the same save",
-                     p_state, step, p_model, model_step);
+                     p_state, step, p_model, ci.step);
             fail_cli(msg);
             goto done;
         }
@@ -613,7 +766,7 @@ int cmd_train(int argc, char **argv)
         }
     }
     info.step = step;
-    if (write_config(p_cfg, &m, &info) || (o.resume && truncate_log(p_log, step))) {
+    if (write_config(p_cfg, &t, &info) || (o.resume && truncate_log(p_log, step))) {
         snprintf(msg, sizeof msg, "%s", dfl_last_error());
         fail_cli(msg);
         goto done;
@@ -626,24 +779,10 @@ int cmd_train(int argc, char **argv)
     }
     if (!o.resume) fprintf(logf, "step,loss,lr,grad_norm,samples_per_s\n");
 
-    int ndim, shape[4];
-    size_t per;
-    if (is_images) {
-        ndim = 4;
-        shape[0] = o.batch;
-        shape[1] = ac.channels;
-        shape[2] = ac.height;
-        shape[3] = ac.width;
-        per = (size_t)ac.channels * ac.height * ac.width;
-        if (!o.reflow_from) perm = malloc((size_t)ds.n * sizeof *perm);
-    } else {
-        ndim = 2;
-        shape[0] = o.batch;
-        shape[1] = 2;
-        per = 2;
-    }
+    if (is_images && !o.reflow_from) perm = malloc((size_t)ds.n * sizeof *perm);
+    if (is_images && t.dequantize) xq = malloc((size_t)o.batch * per * sizeof *xq);
     xb = malloc((size_t)o.batch * per * sizeof *xb);
-    if (!xb || (is_images && !o.reflow_from && !perm)) {
+    if (!xb || (is_images && !o.reflow_from && !perm) || (is_images && t.dequantize && !xq)) {
         fail_cli("out of memory");
         goto done;
     }
@@ -658,7 +797,7 @@ int cmd_train(int argc, char **argv)
             fail_cli(msg);
             goto done;
         }
-        dfl_params *ps = dfl_net_params(m.net), *tp = dfl_net_params(teacher.net);
+        dfl_params *ps = t.params(&t), *tp = dfl_net_params(teacher.net);
         if (!o.resume)
             for (int i = 0; i < ps->n; i++) memcpy(ps->p[i].t->data, tp->p[i].t->data, ps->p[i].t->n * sizeof(float));
         pair_x0 = malloc((size_t)o.pairs * per * sizeof *pair_x0);
@@ -695,9 +834,9 @@ int cmd_train(int argc, char **argv)
         dfl_progress_end(&pp);
         fprintf(stderr, "difflow: %d reflow pairs from %s (heun, %d NFE each)\n", o.pairs, o.reflow_from, nfe);
     }
-    fprintf(stderr, "difflow: training %s with %s (pred %s%s) on %s: %zu parameters, %ld steps of batch %d, lr %g, %d thread%s -> %s\n",
-            o.preset, o.method, dfl_pred_name(m.proc.pred), m.proc.fm_ot ? ", minibatch OT" : "", o.data, dfl_params_count(dfl_net_params(m.net)), o.steps, o.batch, o.lr,
-            dfl_get_threads(), dfl_get_threads() == 1 ? "" : "s", outdir);
+    fprintf(stderr, "difflow: training %s on %s: %zu parameters, %ld steps of batch %d, lr %g, %d thread%s -> %s\n", t.desc,
+            o.data, dfl_params_count(t.params(&t)), o.steps, o.batch, o.lr, dfl_get_threads(),
+            dfl_get_threads() == 1 ? "" : "s", outdir);
 
     /* Ctrl-C / SIGTERM: finish the current step, save a checkpoint, stop. */
     struct sigaction sa;
@@ -736,17 +875,41 @@ int cmd_train(int argc, char **argv)
                 }
                 idx[b] = perm[pos % ds.n];
             }
-            dfl_dataset_batch(&ds, idx, o.batch, xb);
+            if (t.dequantize) {
+                /* y = -1 + 2 (v + u)/256 with u from the run's stream (flows.md 1.2) */
+                for (int b = 0; b < o.batch; b++)
+                    dfl_dequantize8(ds.pix + (size_t)idx[b] * per, per, &rng, xq + (size_t)b * per);
+                for (size_t q = 0; q < (size_t)o.batch * per; q++) xb[q] = (float)xq[q];
+            } else {
+                dfl_dataset_batch(&ds, idx, o.batch, xb);
+            }
         } else if (dfl_toy_sample(o.data, &rng, o.batch, xb)) {
             fail_cli(dfl_last_error());
             goto done;
         }
         dfl_ctx_reset(ctx);
-        dfl_params_zero_grad(dfl_net_params(m.net));
-        dfl_tensor *loss = o.reflow_from ? dfl_model_loss_paired(ctx, &m, xb, xe, ndim, shape, &rng)
-                                         : dfl_model_loss(ctx, &m, xb, ndim, shape, &rng);
+        if (step == 0 && !o.resume && t.data_init) {
+            /* data-dependent init (ActNorm) on this first batch; the EMA starts from its result */
+            if (t.data_init(&t, ctx, xb, ndim, shape)) {
+                snprintf(msg, sizeof msg, "data-dependent initialisation: %s", dfl_last_error());
+                fail_cli(msg);
+                goto done;
+            }
+            dfl_params *ps = t.params(&t);
+            if (opt.ema)
+                for (int i = 0; i < ps->n; i++) memcpy(opt.ema[i], ps->p[i].t->data, ps->p[i].t->n * sizeof(float));
+            dfl_ctx_reset(ctx);
+        }
+        dfl_params_zero_grad(t.params(&t));
+        dfl_tensor *loss = t.loss(&t, ctx, xb, xe, ndim, shape, &rng);
         if (!loss) {
-            snprintf(msg, sizeof msg, "%s", dfl_last_error());
+            dfl_progress_end(&prog);
+            if (last_good >= 0 || o.resume)
+                snprintf(msg, sizeof msg, "%s at step %ld; training stopped, the last good checkpoint %s is kept",
+                         dfl_last_error(), step + 1, p_model);
+            else
+                snprintf(msg, sizeof msg, "%s at step %ld; training stopped before any checkpoint was written",
+                         dfl_last_error(), step + 1);
             fail_cli(msg);
             goto done;
         }
@@ -783,10 +946,10 @@ int cmd_train(int argc, char **argv)
             dfl_status st = save_state(p_state, &opt, &rng, step);
             if (!st) {
                 dfl_adam_swap_ema(&opt); /* model.safetensors holds the EMA weights */
-                st = dfl_model_save(p_model, &m, &info);
+                st = t.save(&t, p_model, &info);
                 dfl_adam_swap_ema(&opt);
             }
-            if (!st) st = write_config(p_cfg, &m, &info);
+            if (!st) st = write_config(p_cfg, &t, &info);
             if (st) {
                 dfl_progress_end(&prog);
                 snprintf(msg, sizeof msg, "saving checkpoint: %s", dfl_last_error());
@@ -817,12 +980,11 @@ int cmd_train(int argc, char **argv)
 
     if (o.n_samples > 0) {
         dfl_adam_swap_ema(&opt);
-        dfl_sample_cfg sc = {.sampler = DFL_SAMPLER_HEUN, .schedule = DFL_SCHED_RHO, .steps = o.sample_steps, .rho = 7.0};
         int sshape[4] = {o.n_samples, shape[1], shape[2], shape[3]};
         samples = malloc((size_t)o.n_samples * per * sizeof *samples);
-        int nfe = 0;
+        char what[128] = "";
         double t0 = dfl_now();
-        if (!samples || cli_sample_chunked(ctx, &m, &sc, o.seed, o.n_samples, 256, ndim, sshape, samples, &nfe) ||
+        if (!samples || t.sample(&t, ctx, o.seed, o.n_samples, ndim, sshape, samples, what, sizeof what) ||
             cli_write_samples(p_samples, samples, o.n_samples, ndim, sshape)) {
             dfl_adam_swap_ema(&opt);
             snprintf(msg, sizeof msg, "sampling: %s", dfl_last_error());
@@ -830,7 +992,7 @@ int cmd_train(int argc, char **argv)
             goto done;
         }
         dfl_adam_swap_ema(&opt);
-        fprintf(stderr, "difflow: %d samples (heun, %d NFE, %.1f s) -> %s\n", o.n_samples, nfe, dfl_now() - t0, p_samples);
+        fprintf(stderr, "difflow: %d samples (%s, %.1f s) -> %s\n", o.n_samples, what, dfl_now() - t0, p_samples);
         if (!is_images) {
             char p_png[2300];
             snprintf(p_png, sizeof p_png, "%s/samples.png", outdir);
@@ -842,6 +1004,7 @@ int cmd_train(int argc, char **argv)
 done:
     if (logf) fclose(logf);
     free(xb);
+    free(xq);
     free(perm);
     free(pair_x0);
     free(pair_eps);
@@ -849,7 +1012,7 @@ done:
     dfl_net_free(teacher.net);
     free(samples);
     dfl_adam_free(&opt);
-    dfl_net_free(m.net);
+    if (t.free) t.free(&t);
     dfl_ctx_free(ctx);
     dfl_dataset_free(&ds);
     return rc;
