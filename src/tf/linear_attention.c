@@ -60,6 +60,7 @@ static inline void la_state_add(float *Sst, float *z, const float *bn, const flo
 static inline float la_dnum(const float *g, const float *out, float den, float *dnum, int Dv)
 {
     float go = 0.0f;
+#pragma omp simd reduction(+ : go)
     for (int j = 0; j < Dv; j++) {
         dnum[j] = g[j] / den;
         go += g[j] * out[j];
@@ -82,6 +83,7 @@ static void la_seq_fwd(const la_dims *L, const float *a, const float *c, const f
         if (L->causal)
             la_state_add(Sst, z, b + (size_t)m * Dk, d + (size_t)m * Dk, v + (size_t)m * Dv, Dk, Dv);
         float dn = 0.0f;
+#pragma omp simd reduction(+ : dn)
         for (int i = 0; i < Dk; i++) dn += c[(size_t)m * Dk + i] * z[i];
         float *o = out + (size_t)m * Dv;
         for (int j = 0; j < Dv; j++) o[j] = 0.0f;
@@ -116,6 +118,7 @@ static void la_seq_bwd(const la_dims *L, const float *a, const float *c, const f
         float dden = la_dnum(g + (size_t)m * Dv, out + (size_t)m * Dv, den[m], dnum, Dv);
         for (int i = 0; i < Dk; i++) {
             float s = 0.0f;
+#pragma omp simd reduction(+ : s)
             for (int j = 0; j < Dv; j++) s += Sst[(size_t)i * Dv + j] * dnum[j];
             da[(size_t)m * Dk + i] = s;
             dc[(size_t)m * Dk + i] = dden * z[i];
@@ -138,6 +141,7 @@ static void la_seq_bwd(const la_dims *L, const float *a, const float *c, const f
             const float *vn = v + (size_t)n * Dv, *bn = b + (size_t)n * Dk;
             for (int i = 0; i < Dk; i++) {
                 float s = 0.0f;
+#pragma omp simd reduction(+ : s)
                 for (int j = 0; j < Dv; j++) s += U[(size_t)i * Dv + j] * vn[j];
                 db[(size_t)n * Dk + i] = s;
                 dd[(size_t)n * Dk + i] = w[i];
