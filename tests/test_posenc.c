@@ -313,6 +313,20 @@ static void test_rope_scaling_frequencies(void **state)
             assert_true(f[i] < f0[i] && f[i] > f0[i] / 16.0);
         }
     }
+    /* dynamic NTK: factor max(1, l'/L) */
+    {
+        dfl_rope_cfg b0 = cfg_of(DFL_ROPE_HALF, 0), d1, d2;
+        b0.orig_ctx = 256;
+        d1 = dfl_rope_dynamic_ntk(&b0, 200);
+        d2 = dfl_rope_dynamic_ntk(&b0, 1024);
+        assert_int_equal(d1.scaling, DFL_ROPE_SCALE_NTK);
+        CHECK_CLOSE(d1.factor, 1.0, 0);
+        CHECK_CLOSE(d2.factor, 4.0, 0);
+        assert_int_equal(dfl_rope_inv_freq(&d2, D, f), DFL_OK);
+        CHECK_CLOSE(pow(f[1], -D / 2.0), 40890, 0.6);
+        assert_int_equal(dfl_rope_inv_freq(&d1, D, f), DFL_OK);
+        for (int i = 0; i < 64; i++) CHECK_REL(f[i], f0[i], 1e-13);
+    }
     /* the YaRN table scales cos and sin by the temperature factor: |R x| = a |x| */
     float x[128], y[128];
     for (int j = 0; j < 128; j++) x[j] = dfl_rng_normal(&g_rng);

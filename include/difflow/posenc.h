@@ -71,6 +71,12 @@ typedef struct {
  * beta 32, orig_ctx 0. */
 dfl_rope_cfg dfl_rope_default(void);
 
+/* Dynamic NTK (reference 2.2): the settings of `base` with NTK scaling at factor
+ * s = max(1, seq_len / base->orig_ctx), seq_len the current total length (cached keys included).
+ * The rotation changes with s, so a KV cache must hold keys BEFORE RoPE (YaRN sec. 3.3).
+ * base->orig_ctx must be > 0; otherwise the result has orig_ctx 0 and NTK at factor 1. */
+dfl_rope_cfg dfl_rope_dynamic_ntk(const dfl_rope_cfg *base, int seq_len);
+
 /* Resolves and validates the rotary dimension for head dimension Dh: returns rd (cfg->rot_dim,
  * or Dh when 0) or -1 with DFL_ERR_ARG naming the value: Dh odd with rd = Dh ("head dimension 7
  * cannot be split into pairs"), rd odd, rd > Dh, rd < 0, theta <= 0, factor <= 0, NTK with

@@ -32,6 +32,14 @@ dfl_rope_cfg dfl_rope_default(void)
     return c;
 }
 
+dfl_rope_cfg dfl_rope_dynamic_ntk(const dfl_rope_cfg *base, int seq_len)
+{
+    dfl_rope_cfg c = base ? *base : dfl_rope_default();
+    c.scaling = DFL_ROPE_SCALE_NTK;
+    c.factor = c.orig_ctx > 0 && seq_len > c.orig_ctx ? (double)seq_len / c.orig_ctx : 1.0;
+    return c;
+}
+
 int dfl_rope_rot_dim(const dfl_rope_cfg *c, int Dh)
 {
     if (!c) {
