@@ -11,7 +11,8 @@
  *     query block at positions offset..offset+T-1 during cached decoding is just pos[t] =
  *     offset + t. Negative positions are allowed (xPos centring).
  *   - Rotation angles pos * freq are computed in double, and cos / sin in double, then cast to
- *     float (exact for positions far beyond 5000; a float angle would lose ~1e-4 rad at 5000).
+ *     float (a float angle would be off by ~3e-4 rad at position 5000 and by whole radians past
+ *     2^24; the tests check the relative property at 2^24 + 1).
  *   - Biases (ALiBi, T5, Shaw) are plain tensors added to the attention logits q.k / sqrt(Dh)
  *     by the caller's attention op: shape (H, Tq, Tk) (broadcast over the batch) or
  *     (B, H, Tq, Tk). Query i sits at position q_offset + i, key j at position j.
@@ -153,7 +154,7 @@ dfl_tensor *dfl_rope_2d(dfl_ctx *ctx, dfl_tensor *x, const int *row, const int *
  * pe (N, D); D even (DFL_ERR_ARG otherwise), N >= 0. Computed in double. */
 dfl_status dfl_sinusoidal_table(float *pe, int N, int D, int pos0);
 /* The same table as an arena tensor (N, D) without gradient (add it to (B, N, D) activations
- * with dfl_add's broadcasting). NULL on error. */
+ * with dfl_add's broadcasting). NULL with DFL_ERR_ARG for N < 1 or D odd or < 1. */
 dfl_tensor *dfl_sinusoidal(dfl_ctx *ctx, int N, int D, int pos0);
 
 /* Learned absolute positions (BERT/GPT): y[b, t, :] = x[b, t, :] + P[offset + t, :].
@@ -206,7 +207,8 @@ dfl_tensor *dfl_shaw_bias(dfl_ctx *ctx, dfl_tensor *q, dfl_tensor *aK, int Tk, i
 
 /* Shaw value term: z[..., i, :] = sum_j P[..., i, j] aV[clip(j - (q_offset + i), -k, k) + k, :],
  * P the attention probabilities (..., Tq, Tk), aV (2k+1, Dv); output (..., Tq, Dv), to be added to
- * the attention output P V. Differentiable in P and aV. */
+ * the attention output P V. Differentiable in P and aV. Errors: DFL_ERR_SHAPE for aV not 2-D with
+ * an odd row count, DFL_ERR_ARG for q_offset < 0. */
 dfl_tensor *dfl_shaw_values(dfl_ctx *ctx, dfl_tensor *P, dfl_tensor *aV, int q_offset);
 
 /* ================================================================ linear attention */
@@ -217,7 +219,8 @@ dfl_tensor *dfl_shaw_values(dfl_ctx *ctx, dfl_tensor *P, dfl_tensor *aV, int q_o
  * With rope != NULL this is RoFormer sec. 3.3, Eq. 19: the numerator uses
  * (R_m phi(q_m)).(R_n phi(k_n)), the rotation applied AFTER the feature map at positions pos,
  * while the normaliser keeps the unrotated phi(q_m).phi(k_n) (so it stays positive).
- * q, k (..., T, Dk), v (..., T, Dv), same leading dims; pos (T) (only with rope); out (..., T, Dv).
+ * Self-attention only: q, k (..., T, Dk), v (..., T, Dv), same leading dims and T (no cache);
+ * pos (T) (only with rope); out (..., T, Dv).
  * Differentiable in q, k, v. Cost O(T Dk Dv) per sequence. Errors: DFL_ERR_SHAPE, and those of
  * dfl_rope_rot_dim on Dk. */
 dfl_tensor *dfl_linear_attention(dfl_ctx *ctx, dfl_tensor *q, dfl_tensor *k, dfl_tensor *v,
