@@ -638,6 +638,27 @@ static void test_fully_masked_rows(void **state)
     free(q); free(k); free(v); free(y);
 }
 
+/* A NaN in the scores or logits reaches the output (the vectorised exp alone would hide it). */
+static void test_nan_propagates(void **state)
+{
+    (void)state;
+    const int B = 1, H = 1, T = 4, D = 2;
+    float q[8] = {0.1f, 0.2f, 0.3f, 0.4f, 0.5f, 0.6f, 0.7f, 0.8f}, k[8], v[8], y[8];
+    memcpy(k, q, sizeof k);
+    memcpy(v, q, sizeof v);
+    k[2 * D] = NAN; /* key 2: rows 2, 3 (causal) see it, rows 0, 1 do not */
+    run_attn(q, k, v, NULL, B, H, T, D, 1, y);
+    assert_true(isfinite(y[0]) && isfinite(y[2]));
+    assert_true(isnan(y[4]) && isnan(y[6]));
+    dfl_ctx *ctx = dfl_ctx_new();
+    float lg[6] = {1.0f, NAN, 0.0f, 1.0f, 2.0f, 3.0f};
+    int sh[2] = {2, 3}, tg[2] = {0, 1};
+    dfl_tensor *l = dfl_cross_entropy(ctx, dfl_tensor_wrap(ctx, lg, 2, sh), tg, -1);
+    assert_non_null(l);
+    assert_true(isnan(l->data[0]));
+    dfl_ctx_free(ctx);
+}
+
 static void test_cross_entropy_values(void **state)
 {
     (void)state;
@@ -820,6 +841,7 @@ int main(void)
         cmocka_unit_test(test_causal_no_leak),
         cmocka_unit_test(test_key_padding),
         cmocka_unit_test(test_fully_masked_rows),
+        cmocka_unit_test(test_nan_propagates),
         cmocka_unit_test(test_cross_entropy_values),
         cmocka_unit_test(test_layer_norm_stats),
         cmocka_unit_test(test_gelu_values),

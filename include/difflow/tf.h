@@ -53,6 +53,9 @@ typedef struct dfl_attn_opts {
  * q (B, H, Tq, Dh), k (B, H, Tk, Dh), v (B, H, Tk, Dv); out (B, H, Tq, Dv). opts may be NULL.
  * The softmax subtracts the row maximum; masked keys (causal, key_mask, -inf bias) get
  * probability exactly 0, and a row with no visible key gives output 0 (not NaN) and gradient 0.
+ * A NaN among a row's visible scores makes that row NaN. Values of masked keys enter O = P V
+ * with weight exactly 0, so they change nothing as long as they are finite (an Inf or NaN value
+ * at a padded or future key, within the same block of 64 query rows, would give NaN).
  * Backward: dq, dk, dv and, when it requires grad, dbias (see dfl_k_attention_bwd).
  * When recording, the probabilities (B, H, Tq, Tk) are kept in the arena for the backward; in
  * no-grad mode only a per-thread block of rows is used.

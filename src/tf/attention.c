@@ -33,20 +33,32 @@ static inline int row_limit(int i, int Tq, int Tk, int causal)
 
 /* In-place masked softmax of one row s[0, len): keys j < lim with km[j] != 0 (km NULL: all) are
  * visible; the rest get exactly 0. brow (NULL or len floats) is added first. A row with no
- * visible key (or only -inf scores) becomes all zeros. */
+ * visible key (or only -inf scores) becomes all zeros; a NaN among the visible scores makes the
+ * row NaN. */
 static void softmax_row(float *restrict s, const float *restrict brow, const float *restrict km,
                         int lim, int len)
 {
     if (brow)
         for (int j = 0; j < lim; j++) s[j] += brow[j];
     float m = -INFINITY;
+    int bad = 0; /* a NaN score makes the whole row NaN (tf_exp would hide it) */
     if (km) {
+#pragma omp simd reduction(max : m) reduction(| : bad)
         for (int j = 0; j < lim; j++) {
             float c = km[j] != 0.0f ? s[j] : -INFINITY;
             m = c > m ? c : m;
+            bad |= tf_is_nan(c);
         }
     } else {
-        for (int j = 0; j < lim; j++) m = s[j] > m ? s[j] : m;
+#pragma omp simd reduction(max : m) reduction(| : bad)
+        for (int j = 0; j < lim; j++) {
+            m = s[j] > m ? s[j] : m;
+            bad |= tf_is_nan(s[j]);
+        }
+    }
+    if (bad) {
+        for (int j = 0; j < len; j++) s[j] = NAN;
+        return;
     }
     if (m == -INFINITY) {
         memset(s, 0, (size_t)len * sizeof(float));

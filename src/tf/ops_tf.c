@@ -155,16 +155,13 @@ dfl_tensor *dfl_rms_norm(dfl_ctx *ctx, dfl_tensor *x, dfl_tensor *gamma, float e
 #define INV_SQRT2 0.7071067811865476f
 #define INV_SQRT_2PI 0.3989422804014327f
 
-/* tanh(u) = 1 - 2 / (1 + e^{2u}); tf_exp saturates, so |u| large gives +-1. */
-static inline float tanh_vec(float u) { return 1.0f - 2.0f / (1.0f + tf_exp(2.0f * u)); }
-
 static void gelu_fwd(const float *restrict x, float *restrict y, long n, int kind)
 {
     if (kind == DFL_GELU_TANH) {
 #pragma omp parallel for simd schedule(static) if (n > PAR_MIN)
         for (long i = 0; i < n; i++) {
             float v = x[i];
-            float t = tanh_vec(GELU_K0 * (v + GELU_K1 * v * v * v));
+            float t = tf_tanh(GELU_K0 * (v + GELU_K1 * v * v * v));
             y[i] = 0.5f * v * (1.0f + t);
         }
     } else {
@@ -181,7 +178,7 @@ static void gelu_bwd(const float *restrict x, const float *restrict dy, float *r
 #pragma omp parallel for simd schedule(static) if (n > PAR_MIN)
         for (long i = 0; i < n; i++) {
             float v = x[i];
-            float t = tanh_vec(GELU_K0 * (v + GELU_K1 * v * v * v));
+            float t = tf_tanh(GELU_K0 * (v + GELU_K1 * v * v * v));
             float d = 0.5f * (1.0f + t) +
                       0.5f * v * (1.0f - t * t) * GELU_K0 * (1.0f + 3.0f * GELU_K1 * v * v);
             dx[i] += dy[i] * d;
@@ -228,7 +225,7 @@ static void swiglu_backward(dfl_ctx *ctx, dfl_node *nd)
     long n = (long)a->n;
 #pragma omp parallel for simd schedule(static) if (n > PAR_MIN)
     for (long i = 0; i < n; i++) {
-        float s = 1.0f / (1.0f + tf_exp(-av[i]));
+        float s = tf_sigmoid(av[i]);
         if (da) da[i] += g[i] * bv[i] * s * (1.0f + av[i] * (1.0f - s));
         if (db) db[i] += g[i] * av[i] * s;
     }
@@ -250,7 +247,7 @@ dfl_tensor *dfl_swiglu(dfl_ctx *ctx, dfl_tensor *a, dfl_tensor *b)
     float *restrict y = out->data;
     long n = (long)a->n;
 #pragma omp parallel for simd schedule(static) if (n > PAR_MIN)
-    for (long i = 0; i < n; i++) y[i] = av[i] / (1.0f + tf_exp(-av[i])) * bv[i];
+    for (long i = 0; i < n; i++) y[i] = av[i] * tf_sigmoid(av[i]) * bv[i];
     dfl_tape_push(ctx, swiglu_backward, "swiglu", out, in, 2);
     return out;
 }
@@ -319,9 +316,14 @@ dfl_tensor *dfl_embedding(dfl_ctx *ctx, dfl_tensor *table, const int *ids, int B
 static float row_logsumexp(const float *restrict x, int V, float *mx)
 {
     float m = -INFINITY;
-    for (int j = 0; j < V; j++) m = x[j] > m ? x[j] : m;
-    *mx = m;
-    if (m == -INFINITY || m == INFINITY) return 0.0f;
+    int bad = 0;
+#pragma omp simd reduction(max : m) reduction(| : bad)
+    for (int j = 0; j < V; j++) {
+        m = x[j] > m ? x[j] : m;
+        bad |= tf_is_nan(x[j]);
+    }
+    *mx = bad ? NAN : m; /* a NaN logit makes the row's loss NaN */
+    if (bad || m == -INFINITY || m == INFINITY) return 0.0f;
     float s = 0.0f;
 #pragma omp simd reduction(+ : s)
     for (int j = 0; j < V; j++) s += tf_exp(x[j] - m);
