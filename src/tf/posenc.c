@@ -484,6 +484,17 @@ int dfl_t5_bucket(int rel, int bidirectional, int B, int M)
     return (int)(off + v);
 }
 
+/* Buckets of every relative position d = j - (off + i) the bias needs, d from -(off + Tq - 1) to
+ * Tk - 1: lut[d + off + Tq - 1]. Arena memory; NULL on allocation failure. */
+static int *t5_lut(dfl_ctx *ctx, int Tq, int Tk, int off, int bi, int B, int M)
+{
+    long lo = -((long)off + Tq - 1), n = Tk - lo;
+    int *lut = dfl_arena_alloc(ctx, (size_t)n * sizeof(int));
+    if (lut)
+        for (long d = lo; d < Tk; d++) lut[d - lo] = dfl_t5_bucket((int)d, bi, B, M);
+    return lut;
+}
+
 /* node: iarg Tq, Tk, q_offset, bidirectional, max_distance. */
 static void t5_backward(dfl_ctx *ctx, dfl_node *nd)
 {
@@ -491,11 +502,14 @@ static void t5_backward(dfl_ctx *ctx, dfl_node *nd)
     if (!dt) return;
     int Tq = nd->iarg[0], Tk = nd->iarg[1], off = nd->iarg[2], bi = nd->iarg[3], M = nd->iarg[4];
     int B = nd->in[0]->shape[0], H = nd->in[0]->shape[1];
+    const int *lut = t5_lut(ctx, Tq, Tk, off, bi, B, M);
+    if (!lut) return;
     const float *dy = nd->out->grad;
-    for (int i = 0; i < Tq; i++)
-        for (int j = 0; j < Tk; j++) {
-            int bk = dfl_t5_bucket(j - (off + i), bi, B, M);
-            for (int h = 0; h < H; h++) dt[(size_t)bk * H + h] += dy[((size_t)h * Tq + i) * Tk + j];
+    for (int h = 0; h < H; h++)
+        for (int i = 0; i < Tq; i++) {
+            const int *lr = lut + (Tq - 1 - i); /* lr[j]: bucket of j - (off + i) */
+            const float *g = dy + ((size_t)h * Tq + i) * Tk;
+            for (int j = 0; j < Tk; j++) dt[(size_t)lr[j] * H + h] += g[j];
         }
 }
 
@@ -518,11 +532,13 @@ dfl_tensor *dfl_t5_bias(dfl_ctx *ctx, dfl_tensor *table, int Tq, int Tk, int q_o
     int sh[3] = {H, Tq, Tk};
     dfl_tensor *out = dfl_op_output(ctx, 3, sh, in, 1);
     if (!out) return NULL;
-    for (int i = 0; i < Tq; i++)
-        for (int j = 0; j < Tk; j++) {
-            int bk = dfl_t5_bucket(j - (q_offset + i), bidirectional, B, max_distance);
-            for (int h = 0; h < H; h++)
-                out->data[((size_t)h * Tq + i) * Tk + j] = table->data[(size_t)bk * H + h];
+    const int *lut = t5_lut(ctx, Tq, Tk, q_offset, bidirectional, B, max_distance);
+    if (!lut) return NULL;
+    for (int h = 0; h < H; h++)
+        for (int i = 0; i < Tq; i++) {
+            const int *lr = lut + (Tq - 1 - i); /* lr[j]: bucket of j - (q_offset + i) */
+            float *o = out->data + ((size_t)h * Tq + i) * Tk;
+            for (int j = 0; j < Tk; j++) o[j] = table->data[(size_t)lr[j] * H + h];
         }
     dfl_node *nd = dfl_tape_push(ctx, t5_backward, "t5_bias", out, in, 1);
     if (nd) {
