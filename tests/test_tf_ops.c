@@ -149,6 +149,16 @@ static void test_attention_kernels(void **state)
         attn_kernels_vs_ref(&cfgs[i], 1);
         attn_kernels_vs_ref(&cfgs[i], 2);
     }
+    /* random configurations from a seeded generator (the message names each one) */
+    dfl_rng cr;
+    dfl_rng_init(&cr, 0xa77e);
+    for (int t = 0; t < 12; t++) {
+        attn_cfg c = {1 + (int)dfl_rng_below(&cr, 3), 1 + (int)dfl_rng_below(&cr, 3),
+                      1 + (int)dfl_rng_below(&cr, 140), 1 + (int)dfl_rng_below(&cr, 140),
+                      1 + (int)dfl_rng_below(&cr, 20), 1 + (int)dfl_rng_below(&cr, 20),
+                      (int)dfl_rng_below(&cr, 2), (int)dfl_rng_below(&cr, 3), (int)dfl_rng_below(&cr, 2)};
+        attn_kernels_vs_ref(&c, 1 + t % 2);
+    }
     omp_set_num_threads(saved);
 }
 

@@ -2,7 +2,7 @@
  * SwiGLU, embedding lookup, softmax cross-entropy (DESIGN section 6; sources in tf.h).
  *
  * Row-wise ops (norms, cross-entropy) treat x (..., D) as M rows of D and run OpenMP over rows
- * for large inputs; the parameter gradients (gamma, beta, the embedding table) are reduced over
+ * for large inputs (norm statistics: two passes, accumulated in double); the parameter gradients (gamma, beta, the embedding table) are reduced over
  * rows by one thread, vectorised over D, so results do not depend on the thread count. */
 #include "difflow/tf.h"
 
@@ -29,17 +29,18 @@ static void norm_fwd(const float *x, const float *gamma, const float *beta, floa
     for (long m = 0; m < M; m++) {
         const float *xr = x + (size_t)m * D;
         float *yr = y + (size_t)m * D;
-        float mu = 0.0f;
+        double s = 0.0, ss = 0.0; /* double: row means of offset data stay exact */
         if (!rms) {
-            float s = 0.0f;
 #pragma omp simd reduction(+ : s)
             for (int i = 0; i < D; i++) s += xr[i];
-            mu = s / (float)D;
         }
-        float ss = 0.0f;
+        float mu = (float)(s / D);
 #pragma omp simd reduction(+ : ss)
-        for (int i = 0; i < D; i++) ss += (xr[i] - mu) * (xr[i] - mu);
-        float r = 1.0f / sqrtf(ss / (float)D + eps);
+        for (int i = 0; i < D; i++) {
+            double c = (double)xr[i] - mu;
+            ss += c * c;
+        }
+        float r = (float)(1.0 / sqrt(ss / D + (double)eps));
         mean[m] = mu;
         rstd[m] = r;
         for (int i = 0; i < D; i++) {
