@@ -334,6 +334,96 @@ static void test_grad_attention(void **state)
         gradcheck(&cs[i], op_attention, ref_attention, attn_out_n(&cs[i]));
 }
 
+/* ---- probabilities and mix (the two halves of attention) */
+
+/* P of ref_attention: the same definition without the V product (rows with no key: 0). */
+static void ref_probs(double *const *in, double *y, const tcase *c)
+{
+    int B = c->shape[0][0], H = c->shape[0][1], Tq = c->shape[0][2], Dh = c->shape[0][3];
+    int Tk = c->shape[1][2];
+    const double *bias = c->nin > 2 ? in[2] : NULL;
+    int per_batch = bias && c->ndim[2] == 4 && c->shape[2][0] == B && B > 1;
+    for (int b = 0; b < B; b++)
+        for (int hh = 0; hh < H; hh++)
+            for (int i = 0; i < Tq; i++) {
+                size_t pr = (size_t)b * H + hh;
+                double *row = y + (pr * Tq + i) * Tk, m = -INFINITY, z = 0.0;
+                for (int j = 0; j < Tk; j++) {
+                    int vis = (!c->causal || j - i <= Tk - Tq) && (!c->kmask || c->kmask[b * Tk + j] != 0.0f);
+                    row[j] = -INFINITY;
+                    if (!vis) continue;
+                    double d = 0.0;
+                    for (int e = 0; e < Dh; e++) d += in[0][(pr * Tq + i) * Dh + e] * in[1][(pr * Tk + j) * Dh + e];
+                    row[j] = d / sqrt((double)Dh) + (bias ? bias[((per_batch ? pr : (size_t)hh) * Tq + i) * Tk + j] : 0.0);
+                    m = row[j] > m ? row[j] : m;
+                }
+                for (int j = 0; j < Tk; j++) z += (row[j] = row[j] == -INFINITY ? 0.0 : exp(row[j] - m));
+                for (int j = 0; j < Tk; j++) row[j] = z > 0.0 ? row[j] / z : 0.0;
+            }
+}
+
+static dfl_tensor *op_probs(dfl_ctx *ctx, dfl_tensor **in, const tcase *c)
+{
+    dfl_attn_opts o = {.causal = c->causal, .bias = c->nin > 2 ? in[2] : NULL};
+    if (c->kmask) {
+        int ms[2] = {c->shape[0][0], c->shape[1][2]};
+        o.key_mask = dfl_tensor_wrap(ctx, (float *)c->kmask, 2, ms);
+    }
+    return dfl_attention_probs(ctx, in[0], in[1], &o);
+}
+
+static void ref_mix(double *const *in, double *y, const tcase *c)
+{
+    int BH = c->shape[0][0] * c->shape[0][1], Tq = c->shape[0][2], Tk = c->shape[0][3], Dv = c->shape[1][3];
+    for (int t = 0; t < BH; t++)
+        for (int i = 0; i < Tq; i++)
+            for (int e = 0; e < Dv; e++) {
+                double acc = 0.0;
+                for (int j = 0; j < Tk; j++) acc += in[0][((size_t)t * Tq + i) * Tk + j] * in[1][((size_t)t * Tk + j) * Dv + e];
+                y[((size_t)t * Tq + i) * Dv + e] = acc;
+            }
+}
+
+static dfl_tensor *op_mix(dfl_ctx *ctx, dfl_tensor **in, const tcase *c) { (void)c; return dfl_attention_mix(ctx, in[0], in[1]); }
+
+static void test_grad_probs_mix(void **state)
+{
+    (void)state;
+    static const float km[12] = {1, 1, 1, 1, 1, 1, 1, 1, 0, 1, 1, 0};
+    tcase cs[] = {
+        {.name = "attention_probs", .nin = 2, .ndim = {4, 4}, .shape = {SH4(2, 2, 4, 3), SH4(2, 2, 6, 3)}},
+        {.name = "attention_probs causal, key padding, shared bias", .nin = 3, .ndim = {4, 4, 3},
+         .shape = {SH4(2, 2, 4, 3), SH4(2, 2, 6, 3), SH4(2, 4, 6, 0)}, .param = {0, 0, 1}, .causal = 1, .kmask = km},
+        {.name = "attention_probs per-batch bias", .nin = 3, .ndim = {4, 4, 4},
+         .shape = {SH4(2, 1, 3, 2), SH4(2, 1, 5, 2), SH4(2, 1, 3, 5)}},
+        {.name = "attention_probs 70 tokens causal (two row blocks)", .nin = 2, .ndim = {4, 4},
+         .shape = {SH4(1, 1, 70, 2), SH4(1, 1, 70, 2)}, .causal = 1},
+    };
+    for (size_t i = 0; i < sizeof cs / sizeof cs[0]; i++)
+        gradcheck(&cs[i], op_probs, ref_probs,
+                  (size_t)cs[i].shape[0][0] * cs[i].shape[0][1] * cs[i].shape[0][2] * cs[i].shape[1][2]);
+    tcase mx = {.name = "attention_mix", .nin = 2, .ndim = {4, 4}, .shape = {SH4(2, 3, 4, 5), SH4(2, 3, 5, 6)}};
+    gradcheck(&mx, op_mix, ref_mix, 2 * 3 * 4 * 6);
+    /* mix(probs(q, k)) == attention(q, k, v) to rounding, with every option on */
+    dfl_ctx *ctx = dfl_ctx_new();
+    int qs[4] = {2, 2, 70, 8}, ks[4] = {2, 2, 90, 8}, bs[3] = {2, 70, 90}, ms[2] = {2, 90};
+    float *q = rand_buf(2 * 2 * 70 * 8, 1), *k = rand_buf(2 * 2 * 90 * 8, 1), *v = rand_buf(2 * 2 * 90 * 8, 1);
+    float *bias = rand_buf(2 * 70 * 90, 1), *mask = malloc(180 * sizeof(float));
+    for (int j = 0; j < 180; j++) mask[j] = (j % 7 == 3) ? 0.0f : 1.0f;
+    dfl_attn_opts o = {.causal = 1, .bias = dfl_tensor_wrap(ctx, bias, 3, bs), .key_mask = dfl_tensor_wrap(ctx, mask, 2, ms)};
+    dfl_tensor *qt = dfl_tensor_wrap(ctx, q, 4, qs), *kt = dfl_tensor_wrap(ctx, k, 4, ks), *vt = dfl_tensor_wrap(ctx, v, 4, ks);
+    dfl_tensor *y1 = dfl_attention(ctx, qt, kt, vt, &o);
+    dfl_tensor *y2 = dfl_attention_mix(ctx, dfl_attention_probs(ctx, qt, kt, &o), vt);
+    assert_non_null(y1);
+    assert_non_null(y2);
+    assert_true(close_ff("mix(probs) vs attention", y2->data, y1->data, y1->n, 1e-6));
+    int bad[4] = {2, 2, 80, 8};
+    assert_null(dfl_attention_mix(ctx, dfl_tensor_zeros(ctx, 4, bad), vt));
+    assert_non_null(strstr(dfl_last_error(), "attention_mix"));
+    dfl_ctx_free(ctx);
+    free(q); free(k); free(v); free(bias); free(mask);
+}
+
 /* ---- split / merge heads */
 
 static void ref_split(double *const *in, double *y, const tcase *c)
@@ -844,6 +934,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_attention_kernels),
         cmocka_unit_test(test_grad_attention),
+        cmocka_unit_test(test_grad_probs_mix),
         cmocka_unit_test(test_grad_heads),
         cmocka_unit_test(test_grad_norms),
         cmocka_unit_test(test_grad_activations),

@@ -64,6 +64,19 @@ typedef struct dfl_attn_opts {
 dfl_tensor *dfl_attention(dfl_ctx *ctx, dfl_tensor *q, dfl_tensor *k, dfl_tensor *v,
                           const dfl_attn_opts *opts);
 
+/* The attention probabilities alone, P = softmax(scale q k^T + bias, masked): q (B, H, Tq, Dh),
+ * k (B, H, Tk, Dh), P (B, H, Tq, Tk), options and masking exactly as dfl_attention (a row with no
+ * visible key is 0). With dfl_attention_mix, dfl_attention_mix(dfl_attention_probs(q, k, o), v)
+ * equals dfl_attention(q, k, v, o) to rounding; the split is for terms that need P itself, such as
+ * Shaw et al. (2018)'s value term sum_j P_ij a^V_ij. Costs the full (B, H, Tq, Tk) tensor.
+ * Backward: dS = P (dP - rowsum(P dP)), then dq, dk, dbias as in dfl_k_attention_bwd.
+ * Errors: as dfl_attention (DFL_ERR_SHAPE naming the shapes, DFL_ERR_ARG for the scale). */
+dfl_tensor *dfl_attention_probs(dfl_ctx *ctx, dfl_tensor *q, dfl_tensor *k,
+                                const dfl_attn_opts *opts);
+/* O = P V per (batch, head): p (B, H, Tq, Tk), v (B, H, Tk, Dv), O (B, H, Tq, Dv). Backward:
+ * dP += dO V^T, dV += P^T dO. Errors: DFL_ERR_SHAPE when p and v disagree (shapes named). */
+dfl_tensor *dfl_attention_mix(dfl_ctx *ctx, dfl_tensor *p, dfl_tensor *v);
+
 /* (B, T, H*Dh) -> (B, H, T, Dh): y[b, h, t, d] = x[b, t, h*Dh + d]. Differentiable (the backward
  * is the inverse permutation). Errors: DFL_ERR_SHAPE if x is not 3-D or H does not divide its
  * last dim; DFL_ERR_ARG if H < 1. */
@@ -81,7 +94,8 @@ dfl_tensor *dfl_merge_heads(dfl_ctx *ctx, dfl_tensor *x);
  * thread setting. */
 size_t dfl_k_attention_work_floats(int Tk);
 
-/* Attention forward. q (B, H, Tq, Dh), k (B, H, Tk, Dh), v (B, H, Tk, Dv), o (B, H, Tq, Dv).
+/* Attention forward. q (B, H, Tq, Dh), k (B, H, Tk, Dh), v (B, H, Tk, Dv), o (B, H, Tq, Dv); v and o
+ * may both be NULL (probabilities only, p required).
  * bias: NULL, (H, Tq, Tk) when bias_per_batch == 0, or (B, H, Tq, Tk) when 1. kmask: NULL or
  * (B, Tk), 0 = padded key. p: (B, H, Tq, Tk) probabilities written for the backward, or NULL (then
  * work, dfl_k_attention_work_floats(Tk) floats, holds one block of rows per thread; work may be
@@ -103,6 +117,22 @@ void dfl_k_attention_bwd(const float *q, const float *k, const float *v, const f
                          const float *do_, float *dq, float *dk, float *dv, float *dbias,
                          int bias_per_batch, int B, int H, int Tq, int Tk, int Dh, int Dv,
                          float scale, int causal, float *work);
+/* Backward of the probabilities alone (dfl_attention_probs): from p (B, H, Tq, Tk) and its
+ * gradient dp (same shape), dS = P (dP - rowsum(P dP)); dq += scale dS K, dk += scale dS^T Q,
+ * dbias += dS (summed over b when bias_per_batch == 0). q (B, H, Tq, Dh), k (B, H, Tk, Dh); dq,
+ * dk, dbias may be NULL; work: dfl_k_attention_work_floats(Tk) floats. */
+void dfl_k_attention_probs_bwd(const float *q, const float *k, const float *p, const float *dp,
+                               float *dq, float *dk, float *dbias, int bias_per_batch, int B,
+                               int H, int Tq, int Tk, int Dh, float scale, int causal,
+                               float *work);
+/* O = P V for BH = B*H pairs: p (BH, Tq, Tk), v (BH, Tk, Dv), o (BH, Tq, Dv); one cblas_sgemm
+ * per pair, OpenMP over pairs. */
+void dfl_k_attention_mix_fwd(const float *p, const float *v, float *o, int BH, int Tq, int Tk,
+                             int Dv);
+/* Backward of dfl_k_attention_mix_fwd: dp += do_ V^T, dv += P^T do_ (each may be NULL); shapes
+ * as above, do_ (BH, Tq, Dv). */
+void dfl_k_attention_mix_bwd(const float *p, const float *v, const float *do_, float *dp,
+                             float *dv, int BH, int Tq, int Tk, int Dv);
 /* Naive reference of dfl_k_attention_fwd (double accumulation, the definition index by index;
  * p may be NULL). Same shapes and semantics. */
 void dfl_k_attention_fwd_ref(const float *q, const float *k, const float *v, const float *bias,

@@ -100,10 +100,10 @@ static void attn_fwd_pair(const attn_dims *d, const float *q, const float *k, co
         int nr = Tq - i0 < DFL_ATTN_BLOCK ? Tq - i0 : DFL_ATTN_BLOCK;
         int kmax = row_limit(i0 + nr - 1, Tq, Tk, d->causal); /* keys the block can see */
         float *s = p ? p + (size_t)i0 * Tk : blk;             /* rows of stride Tk */
-        float *ob = o + (size_t)i0 * Dv;
+        float *ob = v ? o + (size_t)i0 * Dv : NULL;
         if (kmax == 0) { /* nothing visible (causal with Tq > Tk) */
             memset(s, 0, (size_t)nr * Tk * sizeof(float));
-            memset(ob, 0, (size_t)nr * Dv * sizeof(float));
+            if (ob) memset(ob, 0, (size_t)nr * Dv * sizeof(float));
             continue;
         }
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, nr, kmax, Dh, d->scale,
@@ -113,8 +113,9 @@ static void attn_fwd_pair(const attn_dims *d, const float *q, const float *k, co
             softmax_row(s + (size_t)r * Tk, bias ? bias + (size_t)i * Tk : NULL, km,
                         row_limit(i, Tq, Tk, d->causal), Tk);
         }
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, nr, Dv, kmax, 1.0f, s, Tk, v, Dv,
-                    0.0f, ob, Dv);
+        if (ob)
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, nr, Dv, kmax, 1.0f, s, Tk, v,
+                        Dv, 0.0f, ob, Dv);
     }
 }
 
@@ -130,16 +131,17 @@ void dfl_k_attention_fwd(const float *q, const float *k, const float *v, const f
         const float *bp = NULL;
         if (bias) bp = bias + ((size_t)(bias_per_batch ? t : h)) * Tq * Tk;
         float *blk = p ? NULL : work + (size_t)omp_get_thread_num() * DFL_ATTN_BLOCK * Tk;
-        attn_fwd_pair(&d, q + (size_t)t * Tq * Dh, k + (size_t)t * Tk * Dh, v + (size_t)t * Tk * Dv,
-                      bp, kmask ? kmask + (size_t)b * Tk : NULL, o + (size_t)t * Tq * Dv,
-                      p ? p + (size_t)t * Tq * Tk : NULL, blk);
+        attn_fwd_pair(&d, q + (size_t)t * Tq * Dh, k + (size_t)t * Tk * Dh,
+                      v ? v + (size_t)t * Tk * Dv : NULL, bp, kmask ? kmask + (size_t)b * Tk : NULL,
+                      o ? o + (size_t)t * Tq * Dv : NULL, p ? p + (size_t)t * Tq * Tk : NULL, blk);
     }
 }
 
-/* Backward of one (b, h); blk: BLOCK x Tk scratch. */
+/* Backward of one (b, h); blk: BLOCK x Tk scratch. dPin: this pair's (Tq, Tk) gradient of the
+ * probabilities (probs-only backward; dO, v, dv unused), or NULL (dP = dO V^T). */
 static void attn_bwd_pair(const attn_dims *d, const float *q, const float *k, const float *v,
-                          const float *p, const float *dO, float *dq, float *dk, float *dv,
-                          float *dbias, float *blk)
+                          const float *p, const float *dO, const float *dPin, float *dq, float *dk,
+                          float *dv, float *dbias, float *blk)
 {
     int Tq = d->Tq, Tk = d->Tk, Dh = d->Dh, Dv = d->Dv;
     for (int i0 = 0; i0 < Tq; i0 += DFL_ATTN_BLOCK) {
@@ -147,14 +149,18 @@ static void attn_bwd_pair(const attn_dims *d, const float *q, const float *k, co
         int kmax = row_limit(i0 + nr - 1, Tq, Tk, d->causal);
         if (kmax == 0) continue;
         const float *pb = p + (size_t)i0 * Tk;
-        const float *dob = dO + (size_t)i0 * Dv;
-        if (dv) /* dV[0:kmax] += P^T dO */
-            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, kmax, Dv, nr, 1.0f, pb, Tk, dob,
-                        Dv, 1.0f, dv, Dv);
-        if (!dq && !dk && !dbias) continue;
-        /* dP = dO V^T into blk (nr x kmax, stride Tk) */
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, nr, kmax, Dv, 1.0f, dob, Dv, v, Dv,
-                    0.0f, blk, Tk);
+        if (dPin) {
+            memcpy(blk, dPin + (size_t)i0 * Tk, (size_t)nr * Tk * sizeof(float));
+        } else {
+            const float *dob = dO + (size_t)i0 * Dv;
+            if (dv) /* dV[0:kmax] += P^T dO */
+                cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, kmax, Dv, nr, 1.0f, pb, Tk,
+                            dob, Dv, 1.0f, dv, Dv);
+            if (!dq && !dk && !dbias) continue;
+            /* dP = dO V^T into blk (nr x kmax, stride Tk) */
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, nr, kmax, Dv, 1.0f, dob, Dv, v,
+                        Dv, 0.0f, blk, Tk);
+        }
         for (int r = 0; r < nr; r++) {
             const float *pr = pb + (size_t)r * Tk;
             float *g = blk + (size_t)r * Tk;
@@ -176,13 +182,13 @@ static void attn_bwd_pair(const attn_dims *d, const float *q, const float *k, co
     }
 }
 
-void dfl_k_attention_bwd(const float *q, const float *k, const float *v, const float *p,
-                         const float *do_, float *dq, float *dk, float *dv, float *dbias,
-                         int bias_per_batch, int B, int H, int Tq, int Tk, int Dh, int Dv,
-                         float scale, int causal, float *work)
+/* Shared driver of the two backward kernels (dp NULL: full attention from do_). */
+static void attn_bwd_all(const attn_dims *d, const float *q, const float *k, const float *v,
+                         const float *p, const float *do_, const float *dp, float *dq, float *dk,
+                         float *dv, float *dbias, float *work)
 {
-    attn_dims d = {B, H, Tq, Tk, Dh, Dv, causal, bias_per_batch, scale};
-    int shared = dbias && !bias_per_batch;
+    int B = d->B, H = d->H, Tq = d->Tq, Tk = d->Tk, Dh = d->Dh, Dv = d->Dv;
+    int shared = dbias && !d->bias_per_batch;
     long ntask = shared ? H : (long)B * H;
 #pragma omp parallel for schedule(static) if (ntask > 1)
     for (long t = 0; t < ntask; t++) {
@@ -192,17 +198,87 @@ void dfl_k_attention_bwd(const float *q, const float *k, const float *v, const f
             long pair = shared ? (long)bb * H + t : t; /* index of (b, h) */
             int h = (int)(pair % H);
             size_t oq = (size_t)pair * Tq * Dh, ok = (size_t)pair * Tk * Dh,
-                   ov = (size_t)pair * Tk * Dv;
+                   ov = (size_t)pair * Tk * Dv, op = (size_t)pair * Tq * Tk;
             float *db = NULL;
-            if (dbias) db = dbias + (size_t)(bias_per_batch ? pair : h) * Tq * Tk;
-            attn_bwd_pair(&d, q + oq, k + ok, v + ov, p + (size_t)pair * Tq * Tk,
-                          do_ + (size_t)pair * Tq * Dv, dq ? dq + oq : NULL, dk ? dk + ok : NULL,
-                          dv ? dv + ov : NULL, db, blk);
+            if (dbias) db = dbias + (size_t)(d->bias_per_batch ? pair : h) * Tq * Tk;
+            attn_bwd_pair(d, q + oq, k + ok, v ? v + ov : NULL, p + op,
+                          do_ ? do_ + (size_t)pair * Tq * Dv : NULL, dp ? dp + op : NULL,
+                          dq ? dq + oq : NULL, dk ? dk + ok : NULL, dv ? dv + ov : NULL, db, blk);
         }
     }
 }
 
-/* ------------------------------------------------------------------ op */
+void dfl_k_attention_bwd(const float *q, const float *k, const float *v, const float *p,
+                         const float *do_, float *dq, float *dk, float *dv, float *dbias,
+                         int bias_per_batch, int B, int H, int Tq, int Tk, int Dh, int Dv,
+                         float scale, int causal, float *work)
+{
+    attn_dims d = {B, H, Tq, Tk, Dh, Dv, causal, bias_per_batch, scale};
+    attn_bwd_all(&d, q, k, v, p, do_, NULL, dq, dk, dv, dbias, work);
+}
+
+void dfl_k_attention_probs_bwd(const float *q, const float *k, const float *p, const float *dp,
+                               float *dq, float *dk, float *dbias, int bias_per_batch, int B,
+                               int H, int Tq, int Tk, int Dh, float scale, int causal,
+                               float *work)
+{
+    attn_dims d = {B, H, Tq, Tk, Dh, 0, causal, bias_per_batch, scale};
+    attn_bwd_all(&d, q, k, NULL, p, NULL, dp, dq, dk, NULL, dbias, work);
+}
+
+/* ------------------------------------------------------------------ ops */
+
+/* Checks q, k (and v unless NULL) and the options; sets *per_batch (bias indexed by b) and
+ * *scale. `name` prefixes the messages. Returns 0 after dfl_fail on error. */
+static int attn_check(const char *name, const dfl_tensor *q, const dfl_tensor *k,
+                      const dfl_tensor *v, const dfl_attn_opts *o, int *per_batch, float *scale)
+{
+    char s1[64], s2[64], s3[64];
+    int bad = q->ndim != 4 || k->ndim != 4 || k->shape[0] != q->shape[0] ||
+              k->shape[1] != q->shape[1] || k->shape[3] != q->shape[3];
+    if (v) bad |= v->ndim != 4 || v->shape[0] != q->shape[0] || v->shape[1] != q->shape[1] ||
+                  v->shape[2] != k->shape[2];
+    if (bad) {
+        dfl_fail(DFL_ERR_SHAPE,
+                 "%s: q %s, k %s, v %s disagree (need q (B,H,Tq,Dh), k (B,H,Tk,Dh), v (B,H,Tk,Dv))",
+                 name, dfl_shape_str(q, s1, sizeof s1), dfl_shape_str(k, s2, sizeof s2),
+                 v ? dfl_shape_str(v, s3, sizeof s3) : "(none)");
+        return 0;
+    }
+    int B = q->shape[0], H = q->shape[1], Tq = q->shape[2], Tk = k->shape[2];
+    *per_batch = 0;
+    if (o->bias) {
+        const dfl_tensor *bt = o->bias;
+        int ok = 0;
+        if (bt->ndim == 3)
+            ok = bt->shape[0] == H && bt->shape[1] == Tq && bt->shape[2] == Tk;
+        else if (bt->ndim == 4)
+            ok = (bt->shape[0] == B || bt->shape[0] == 1) && bt->shape[1] == H &&
+                 bt->shape[2] == Tq && bt->shape[3] == Tk;
+        if (!ok) {
+            dfl_fail(DFL_ERR_SHAPE,
+                     "%s: bias %s must be (H,Tq,Tk) = (%d,%d,%d) or (B,H,Tq,Tk) = (%d,%d,%d,%d) for q %s, k %s",
+                     name, dfl_shape_str(bt, s1, sizeof s1), H, Tq, Tk, B, H, Tq, Tk,
+                     dfl_shape_str(q, s2, sizeof s2), dfl_shape_str(k, s3, sizeof s3));
+            return 0;
+        }
+        *per_batch = bt->ndim == 4 && bt->shape[0] == B && B > 1;
+    }
+    if (o->key_mask &&
+        (o->key_mask->ndim != 2 || o->key_mask->shape[0] != B || o->key_mask->shape[1] != Tk)) {
+        dfl_fail(DFL_ERR_SHAPE, "%s: key_mask %s must be (B,Tk) = (%d,%d) for q %s, k %s", name,
+                 dfl_shape_str(o->key_mask, s1, sizeof s1), B, Tk, dfl_shape_str(q, s2, sizeof s2),
+                 dfl_shape_str(k, s3, sizeof s3));
+        return 0;
+    }
+    if (!(o->scale >= 0.0f) || isinf(o->scale)) {
+        dfl_fail(DFL_ERR_ARG, "%s: scale must be finite and >= 0 (0 = 1/sqrt(Dh)), got %g", name,
+                 (double)o->scale);
+        return 0;
+    }
+    *scale = o->scale > 0.0f ? o->scale : 1.0f / sqrtf((float)q->shape[3]);
+    return 1;
+}
 
 static void attention_backward(dfl_ctx *ctx, dfl_node *nd)
 {
@@ -225,49 +301,11 @@ dfl_tensor *dfl_attention(dfl_ctx *ctx, dfl_tensor *q, dfl_tensor *k, dfl_tensor
     if (!ctx || !q || !k || !v) return NULL;
     dfl_attn_opts o0 = {0};
     const dfl_attn_opts *o = opts ? opts : &o0;
-    char s1[64], s2[64], s3[64], s4[64];
-    if (q->ndim != 4 || k->ndim != 4 || v->ndim != 4 || k->shape[0] != q->shape[0] ||
-        v->shape[0] != q->shape[0] || k->shape[1] != q->shape[1] || v->shape[1] != q->shape[1] ||
-        k->shape[3] != q->shape[3] || v->shape[2] != k->shape[2]) {
-        dfl_fail(DFL_ERR_SHAPE,
-                 "attention: q %s, k %s, v %s disagree (need q (B,H,Tq,Dh), k (B,H,Tk,Dh), v (B,H,Tk,Dv))",
-                 dfl_shape_str(q, s1, sizeof s1), dfl_shape_str(k, s2, sizeof s2),
-                 dfl_shape_str(v, s3, sizeof s3));
-        return NULL;
-    }
+    int per_batch;
+    float scale;
+    if (!attn_check("attention", q, k, v, o, &per_batch, &scale)) return NULL;
     int B = q->shape[0], H = q->shape[1], Tq = q->shape[2], Dh = q->shape[3];
     int Tk = k->shape[2], Dv = v->shape[3];
-    int per_batch = 0;
-    if (o->bias) {
-        const dfl_tensor *bt = o->bias;
-        int ok = 0;
-        if (bt->ndim == 3)
-            ok = bt->shape[0] == H && bt->shape[1] == Tq && bt->shape[2] == Tk;
-        else if (bt->ndim == 4)
-            ok = (bt->shape[0] == B || bt->shape[0] == 1) && bt->shape[1] == H &&
-                 bt->shape[2] == Tq && bt->shape[3] == Tk;
-        if (!ok) {
-            dfl_fail(DFL_ERR_SHAPE,
-                     "attention: bias %s must be (H,Tq,Tk) = (%d,%d,%d) or (B,H,Tq,Tk) = (%d,%d,%d,%d) for q %s, k %s",
-                     dfl_shape_str(bt, s1, sizeof s1), H, Tq, Tk, B, H, Tq, Tk,
-                     dfl_shape_str(q, s2, sizeof s2), dfl_shape_str(k, s3, sizeof s3));
-            return NULL;
-        }
-        per_batch = bt->ndim == 4 && bt->shape[0] == B && B > 1;
-    }
-    if (o->key_mask &&
-        (o->key_mask->ndim != 2 || o->key_mask->shape[0] != B || o->key_mask->shape[1] != Tk)) {
-        dfl_fail(DFL_ERR_SHAPE, "attention: key_mask %s must be (B,Tk) = (%d,%d) for q %s, k %s",
-                 dfl_shape_str(o->key_mask, s1, sizeof s1), B, Tk, dfl_shape_str(q, s2, sizeof s2),
-                 dfl_shape_str(k, s4, sizeof s4));
-        return NULL;
-    }
-    if (!(o->scale >= 0.0f) || isinf(o->scale)) {
-        dfl_fail(DFL_ERR_ARG, "attention: scale must be finite and >= 0 (0 = 1/sqrt(Dh)), got %g",
-                 (double)o->scale);
-        return NULL;
-    }
-    float scale = o->scale > 0.0f ? o->scale : 1.0f / sqrtf((float)Dh);
     dfl_tensor *in[4] = {q, k, v, o->bias};
     int nin = o->bias ? 4 : 3;
     int oshape[4] = {B, H, Tq, Dv};
@@ -291,6 +329,101 @@ dfl_tensor *dfl_attention(dfl_ctx *ctx, dfl_tensor *q, dfl_tensor *k, dfl_tensor
         nd->iarg[1] = per_batch;
         nd->farg[0] = scale;
     }
+    return out;
+}
+
+static void attention_probs_backward(dfl_ctx *ctx, dfl_node *nd)
+{
+    dfl_tensor *q = nd->in[0], *k = nd->in[1], *bias = nd->nin > 2 ? nd->in[2] : NULL;
+    float *dq = dfl_grad_of(ctx, q), *dk = dfl_grad_of(ctx, k);
+    float *db = bias ? dfl_grad_of(ctx, bias) : NULL;
+    if (!dq && !dk && !db) return;
+    int Tk = k->shape[2];
+    float *work = dfl_arena_alloc(ctx, dfl_k_attention_work_floats(Tk) * sizeof(float));
+    if (!work) return;
+    dfl_k_attention_probs_bwd(q->data, k->data, nd->out->data, nd->out->grad, dq, dk, db,
+                              nd->iarg[1], q->shape[0], q->shape[1], q->shape[2], Tk, q->shape[3],
+                              nd->farg[0], nd->iarg[0], work);
+}
+
+dfl_tensor *dfl_attention_probs(dfl_ctx *ctx, dfl_tensor *q, dfl_tensor *k,
+                                const dfl_attn_opts *opts)
+{
+    if (!ctx || !q || !k) return NULL;
+    dfl_attn_opts o0 = {0};
+    const dfl_attn_opts *o = opts ? opts : &o0;
+    int per_batch;
+    float scale;
+    if (!attn_check("attention_probs", q, k, NULL, o, &per_batch, &scale)) return NULL;
+    int B = q->shape[0], H = q->shape[1], Tq = q->shape[2], Dh = q->shape[3], Tk = k->shape[2];
+    dfl_tensor *in[3] = {q, k, o->bias};
+    int nin = o->bias ? 3 : 2;
+    int pshape[4] = {B, H, Tq, Tk};
+    dfl_tensor *out = dfl_op_output(ctx, 4, pshape, in, nin);
+    if (!out) return NULL;
+    dfl_k_attention_fwd(q->data, k->data, NULL, o->bias ? o->bias->data : NULL, per_batch,
+                        o->key_mask ? o->key_mask->data : NULL, NULL, out->data, B, H, Tq, Tk, Dh,
+                        0, scale, o->causal != 0, NULL);
+    dfl_node *nd = dfl_tape_push(ctx, attention_probs_backward, "attention_probs", out, in, nin);
+    if (nd) {
+        nd->iarg[0] = o->causal != 0;
+        nd->iarg[1] = per_batch;
+        nd->farg[0] = scale;
+    }
+    return out;
+}
+
+void dfl_k_attention_mix_fwd(const float *p, const float *v, float *o, int BH, int Tq, int Tk,
+                             int Dv)
+{
+#pragma omp parallel for schedule(static) if (BH > 1)
+    for (long t = 0; t < BH; t++)
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, Tq, Dv, Tk, 1.0f,
+                    p + (size_t)t * Tq * Tk, Tk, v + (size_t)t * Tk * Dv, Dv, 0.0f,
+                    o + (size_t)t * Tq * Dv, Dv);
+}
+
+void dfl_k_attention_mix_bwd(const float *p, const float *v, const float *do_, float *dp,
+                             float *dv, int BH, int Tq, int Tk, int Dv)
+{
+#pragma omp parallel for schedule(static) if (BH > 1)
+    for (long t = 0; t < BH; t++) {
+        const float *g = do_ + (size_t)t * Tq * Dv;
+        if (dp) /* dP += dO V^T */
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Tq, Tk, Dv, 1.0f, g, Dv,
+                        v + (size_t)t * Tk * Dv, Dv, 1.0f, dp + (size_t)t * Tq * Tk, Tk);
+        if (dv) /* dV += P^T dO */
+            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, Tk, Dv, Tq, 1.0f,
+                        p + (size_t)t * Tq * Tk, Tk, g, Dv, 1.0f, dv + (size_t)t * Tk * Dv, Dv);
+    }
+}
+
+static void attention_mix_backward(dfl_ctx *ctx, dfl_node *nd)
+{
+    dfl_tensor *p = nd->in[0], *v = nd->in[1];
+    float *dp = dfl_grad_of(ctx, p), *dv = dfl_grad_of(ctx, v);
+    if (!dp && !dv) return;
+    dfl_k_attention_mix_bwd(p->data, v->data, nd->out->grad, dp, dv, p->shape[0] * p->shape[1],
+                            p->shape[2], p->shape[3], v->shape[3]);
+}
+
+dfl_tensor *dfl_attention_mix(dfl_ctx *ctx, dfl_tensor *p, dfl_tensor *v)
+{
+    if (!ctx || !p || !v) return NULL;
+    char s1[64], s2[64];
+    if (p->ndim != 4 || v->ndim != 4 || v->shape[0] != p->shape[0] || v->shape[1] != p->shape[1] ||
+        v->shape[2] != p->shape[3]) {
+        dfl_fail(DFL_ERR_SHAPE, "attention_mix: probabilities %s and v %s disagree (need P (B,H,Tq,Tk), v (B,H,Tk,Dv))",
+                 dfl_shape_str(p, s1, sizeof s1), dfl_shape_str(v, s2, sizeof s2));
+        return NULL;
+    }
+    int oshape[4] = {p->shape[0], p->shape[1], p->shape[2], v->shape[3]};
+    dfl_tensor *in[2] = {p, v};
+    dfl_tensor *out = dfl_op_output(ctx, 4, oshape, in, 2);
+    if (!out) return NULL;
+    dfl_k_attention_mix_fwd(p->data, v->data, out->data, p->shape[0] * p->shape[1], p->shape[2],
+                            p->shape[3], v->shape[3]);
+    dfl_tape_push(ctx, attention_mix_backward, "attention_mix", out, in, 2);
     return out;
 }
 
