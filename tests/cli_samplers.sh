@@ -30,6 +30,10 @@ for method in fm edm; do
   expect_nfe "$method em" 8 -- "${S[@]}" --sampler em --steps 8
   expect_nfe "$method pc" 15 -- "${S[@]}" --sampler pc --steps 5 --snr 0.16 --corrector-steps 2
   expect_nfe "$method ald" 16 -- "${S[@]}" --sampler ald --steps 5 --corrector-steps 3
+  expect_nfe "$method pc ancestral" 15 -- "${S[@]}" --sampler pc --steps 5 --predictor ancestral --corrector-steps 2
+  expect_nfe "$method pc euler-maruyama" 15 -- "${S[@]}" --sampler pc --steps 5 --predictor euler-maruyama --corrector-steps 2
+  expect_nfe "$method pc none" 11 -- "${S[@]}" --sampler pc --steps 5 --predictor none --corrector-steps 2
+  expect_nfe "$method ddim leading offset" 10 -- "${S[@]}" --sampler ddim --steps 10 --schedule leading --steps-offset 1
   out=$("${S[@]}" --sampler rk45 --rtol 1e-3 --atol 1e-3 2>&1) && grep -q "NFE [0-9]" <<<"$out" \
     && echo "ok   $method rk45: $(grep -o 'NFE [0-9]*' <<<"$out")" || { echo "FAIL $method rk45: $out"; nfail=$((nfail+1)); }
   # Stochastic samplers are reproducible for a seed.
@@ -53,6 +57,13 @@ expect_error "negative churn" "churn" -- "$BIN" sample --ckpt "$CK" --sampler ed
 expect_error "zero snr" "--snr" -- "$BIN" sample --ckpt "$CK" --sampler pc --snr 0
 expect_error "zero rtol" "--rtol" -- "$BIN" sample --ckpt "$CK" --sampler rk45 --rtol 0
 expect_error "spacing over T" "--steps" -- "$BIN" sample --ckpt "$CK" --schedule leading --steps 1001
+expect_error "predictor without pc" "--predictor" -- "$BIN" sample --ckpt "$CK" --sampler em --predictor ancestral
+expect_error "bad predictor" "--predictor" -- "$BIN" sample --ckpt "$CK" --sampler pc --predictor langevin
+expect_error "max-nfe without rk45" "--max-nfe" -- "$BIN" sample --ckpt "$CK" --sampler heun --max-nfe 50
+expect_error "zero max-nfe" "--max-nfe" -- "$BIN" sample --ckpt "$CK" --sampler rk45 --max-nfe 0
+expect_error "rk45 over its NFE budget" "NFE\|evaluation" -- "$BIN" sample --ckpt "$CK" --sampler rk45 --rtol 1e-7 --atol 1e-7 --max-nfe 8
+expect_error "steps-offset without leading" "--steps-offset" -- "$BIN" sample --ckpt "$CK" --schedule trailing --steps-offset 1
+expect_error "steps-offset past T - 1" "offset" -- "$BIN" sample --ckpt "$CK" --sampler ddim --schedule leading --steps 1000 --steps-offset 1
 expect_error "bad sampler" "--sampler" -- "$BIN" sample --ckpt "$CK" --sampler dpm++
 expect_error "bad schedule" "--schedule" -- "$BIN" sample --ckpt "$CK" --schedule cosine
 # FM's uniform grid starts at t = 1 where alpha = 0: the SDE samplers refuse it.

@@ -132,7 +132,7 @@ static void test_ratio_inverse_and_clamp(void **state)
             }
         /* Default rho schedule: starts at the family's t_max (ratio sigma_max) and decreases. */
         double t[19];
-        assert_int_equal(dfl_schedule(&p, DFL_SCHED_RHO, 18, 7.0, t), DFL_OK);
+        assert_int_equal(dfl_schedule(&p, DFL_SCHED_RHO, 18, 7.0, 0, t), DFL_OK);
         if (f != DFL_FAMILY_FM) CHECK_CLOSE(t[0], dfl_t_max(&p), 1e-9 * dfl_t_max(&p));
         for (int i = 0; i < 18; i++) assert_true(t[i] > t[i + 1] && t[i] <= dfl_t_max(&p));
         if (f >= DFL_FAMILY_VP) {

@@ -39,21 +39,21 @@ static void test_edm_rho_schedule(void **state)
     dfl_process p;
     dfl_process_default(&p, DFL_FAMILY_EDM);
     double t[19];
-    assert_int_equal(dfl_schedule(&p, DFL_SCHED_RHO, 18, 7.0, t), DFL_OK);
+    assert_int_equal(dfl_schedule(&p, DFL_SCHED_RHO, 18, 7.0, 0, t), DFL_OK);
     for (int i = 0; i < 19; i++) CHECK_CLOSE(t[i], ref[i], 1e-4 * ref[i] + 1e-12);
     /* Flow matching: the same ratios through t = s/(1+s) (diffusion.md 2.7). */
     dfl_process_default(&p, DFL_FAMILY_FM);
-    assert_int_equal(dfl_schedule(&p, DFL_SCHED_RHO, 18, 7.0, t), DFL_OK);
+    assert_int_equal(dfl_schedule(&p, DFL_SCHED_RHO, 18, 7.0, 0, t), DFL_OK);
     CHECK_CLOSE(t[0], 80.0 / 81.0, 1e-12);
     for (int i = 0; i < 18; i++) CHECK_CLOSE(t[i] / (1 - t[i]), ref[i], 1e-4 * ref[i]);
     assert_true(t[18] == 0.0);
     /* Uniform grid and refusals. */
-    assert_int_equal(dfl_schedule(&p, DFL_SCHED_UNIFORM, 4, 7.0, t), DFL_OK);
+    assert_int_equal(dfl_schedule(&p, DFL_SCHED_UNIFORM, 4, 7.0, 0, t), DFL_OK);
     CHECK_CLOSE(t[0], 1.0, 0);
     CHECK_CLOSE(t[1], 0.75, 1e-15);
     CHECK_CLOSE(t[4], 0.0, 0);
-    assert_int_equal(dfl_schedule(&p, DFL_SCHED_UNIFORM, 0, 7.0, t), DFL_ERR_ARG);
-    assert_int_equal(dfl_schedule(&p, DFL_SCHED_RHO, 4, 0.0, t), DFL_ERR_ARG);
+    assert_int_equal(dfl_schedule(&p, DFL_SCHED_UNIFORM, 0, 7.0, 0, t), DFL_ERR_ARG);
+    assert_int_equal(dfl_schedule(&p, DFL_SCHED_RHO, 4, 0.0, 0, t), DFL_ERR_ARG);
 }
 
 static double edm_signed_error(dfl_sampler_kind k, int N, int *nfe)

@@ -120,27 +120,44 @@ static void test_spacing_indices(void **state)
     (void)state;
     int j[1000];
     /* Reference 3.4: T = 1000, N = 10. */
-    assert_int_equal(dfl_timestep_indices(DFL_SCHED_LINSPACE, 1000, 10, j), DFL_OK);
+    assert_int_equal(dfl_timestep_indices(DFL_SCHED_LINSPACE, 1000, 10, 0, j), DFL_OK);
     for (int i = 0; i < 10; i++) assert_int_equal(j[i], 999 - 111 * i);
-    assert_int_equal(dfl_timestep_indices(DFL_SCHED_LEADING, 1000, 10, j), DFL_OK);
+    assert_int_equal(dfl_timestep_indices(DFL_SCHED_LEADING, 1000, 10, 0, j), DFL_OK);
     for (int i = 0; i < 10; i++) assert_int_equal(j[i], 900 - 100 * i);
-    assert_int_equal(dfl_timestep_indices(DFL_SCHED_TRAILING, 1000, 10, j), DFL_OK);
+    assert_int_equal(dfl_timestep_indices(DFL_SCHED_TRAILING, 1000, 10, 0, j), DFL_OK);
     for (int i = 0; i < 10; i++) assert_int_equal(j[i], 999 - 100 * i);
     /* numpy's half-to-even rounding: linspace(0, 99, 5) = 0, 24.75, 49.5, 74.25, 99 (pitfall 1's
      * T = 100, N = 5 case); arange(1000, 0, -1000/3) = 1000, 666.67, 333.33. */
-    assert_int_equal(dfl_timestep_indices(DFL_SCHED_LINSPACE, 100, 5, j), DFL_OK);
+    assert_int_equal(dfl_timestep_indices(DFL_SCHED_LINSPACE, 100, 5, 0, j), DFL_OK);
     const int l5[5] = {99, 74, 50, 25, 0};
     for (int i = 0; i < 5; i++) assert_int_equal(j[i], l5[i]);
-    assert_int_equal(dfl_timestep_indices(DFL_SCHED_TRAILING, 1000, 3, j), DFL_OK);
+    assert_int_equal(dfl_timestep_indices(DFL_SCHED_TRAILING, 1000, 3, 0, j), DFL_OK);
     assert_int_equal(j[0], 999);
     assert_int_equal(j[1], 666);
     assert_int_equal(j[2], 332);
     /* Pitfall 2: N = T visits 999..0, never 1000. */
-    assert_int_equal(dfl_timestep_indices(DFL_SCHED_LEADING, 1000, 1000, j), DFL_OK);
+    assert_int_equal(dfl_timestep_indices(DFL_SCHED_LEADING, 1000, 1000, 0, j), DFL_OK);
     for (int i = 0; i < 1000; i++) assert_int_equal(j[i], 999 - i);
-    assert_int_equal(dfl_timestep_indices(DFL_SCHED_LEADING, 1000, 1001, j), DFL_ERR_ARG);
-    assert_int_equal(dfl_timestep_indices(DFL_SCHED_TRAILING, 1000, 0, j), DFL_ERR_ARG);
-    assert_int_equal(dfl_timestep_indices(DFL_SCHED_RHO, 1000, 10, j), DFL_ERR_ARG);
+    assert_int_equal(dfl_timestep_indices(DFL_SCHED_LEADING, 1000, 1001, 0, j), DFL_ERR_ARG);
+    assert_int_equal(dfl_timestep_indices(DFL_SCHED_TRAILING, 1000, 0, 0, j), DFL_ERR_ARG);
+    assert_int_equal(dfl_timestep_indices(DFL_SCHED_RHO, 1000, 10, 0, j), DFL_ERR_ARG);
+    /* diffusers steps_offset = 1 (Stable Diffusion): leading 901, 801, ..., 1; only for leading,
+     * and never past index T - 1 (pitfall 2: N = T with offset 1 would start at 1000). */
+    assert_int_equal(dfl_timestep_indices(DFL_SCHED_LEADING, 1000, 10, 1, j), DFL_OK);
+    for (int i = 0; i < 10; i++) assert_int_equal(j[i], 901 - 100 * i);
+    assert_int_equal(dfl_timestep_indices(DFL_SCHED_LEADING, 1000, 1000, 1, j), DFL_ERR_ARG);
+    assert_int_equal(dfl_timestep_indices(DFL_SCHED_LEADING, 1000, 10, 99, j), DFL_OK);
+    assert_int_equal(j[0], 999);
+    assert_int_equal(dfl_timestep_indices(DFL_SCHED_LEADING, 1000, 10, 100, j), DFL_ERR_ARG);
+    assert_int_equal(dfl_timestep_indices(DFL_SCHED_TRAILING, 1000, 10, 1, j), DFL_ERR_ARG);
+    assert_int_equal(dfl_timestep_indices(DFL_SCHED_LEADING, 1000, 10, -1, j), DFL_ERR_ARG);
+    dfl_process p;
+    dfl_process_default(&p, DFL_FAMILY_DDPM);
+    double t[11];
+    assert_int_equal(dfl_schedule(&p, DFL_SCHED_LEADING, 10, 7.0, 1, t), DFL_OK);
+    CHECK_CLOSE(t[0], 902.0 / 1000, 1e-12);
+    CHECK_CLOSE(t[9], 2.0 / 1000, 1e-12);
+    assert_int_equal(dfl_schedule(&p, DFL_SCHED_RHO, 10, 7.0, 1, t), DFL_ERR_ARG);
 }
 
 static void test_schedule_vectors(void **state)
@@ -151,31 +168,31 @@ static void test_schedule_vectors(void **state)
     double t[1001];
     /* Reference 3.4: exponential (log-uniform in the ratio), n = 5, 0.002..80. */
     const double ex[6] = {80, 5.6569, 0.4, 0.028284, 0.002, 0};
-    assert_int_equal(dfl_schedule(&p, DFL_SCHED_LOGUNIFORM, 5, 7.0, t), DFL_OK);
+    assert_int_equal(dfl_schedule(&p, DFL_SCHED_LOGUNIFORM, 5, 7.0, 0, t), DFL_OK);
     for (int i = 0; i < 6; i++) CHECK_CLOSE(t[i], ex[i], 1e-4 * ex[i]);
     assert_true(t[5] == 0.0);
     /* Rho, N = 18. */
     const double rho[19] = {80, 57.586, 40.7856, 28.3746, 19.3525, 12.9101, 8.40094, 5.31519, 3.25682, 1.92334,
                             1.08817, 0.585348, 0.296442, 0.139516, 0.0599473, 0.0229345, 0.00752802, 0.002, 0};
-    assert_int_equal(dfl_schedule(&p, DFL_SCHED_RHO, 18, 7.0, t), DFL_OK);
+    assert_int_equal(dfl_schedule(&p, DFL_SCHED_RHO, 18, 7.0, 0, t), DFL_OK);
     for (int i = 0; i < 19; i++) CHECK_CLOSE(t[i], rho[i], 1e-4 * rho[i]);
     /* Spacings map index j to t = t_max (j + 1)/T, then 0. */
     for (int f = 0; f < N_FAMILY_NAMES; f++) {
         if (!family_of(f, &p)) continue;
         double tm = dfl_t_max(&p);
-        assert_int_equal(dfl_schedule(&p, DFL_SCHED_LINSPACE, 10, 7.0, t), DFL_OK);
+        assert_int_equal(dfl_schedule(&p, DFL_SCHED_LINSPACE, 10, 7.0, 0, t), DFL_OK);
         for (int i = 0; i < 10; i++) CHECK_CLOSE(t[i], tm * (999 - 111 * i + 1) / 1000.0, 1e-15 * tm);
         assert_true(t[10] == 0.0);
-        assert_int_equal(dfl_schedule(&p, DFL_SCHED_TRAILING, 10, 7.0, t), DFL_OK);
+        assert_int_equal(dfl_schedule(&p, DFL_SCHED_TRAILING, 10, 7.0, 0, t), DFL_OK);
         CHECK_CLOSE(t[0], tm, 1e-15 * tm);
         CHECK_CLOSE(t[9], tm * 0.1, 1e-15 * tm);
-        assert_int_equal(dfl_schedule(&p, DFL_SCHED_LEADING, 10, 7.0, t), DFL_OK);
+        assert_int_equal(dfl_schedule(&p, DFL_SCHED_LEADING, 10, 7.0, 0, t), DFL_OK);
         CHECK_CLOSE(t[0], tm * 0.901, 1e-15 * tm);
         CHECK_CLOSE(t[9], tm * 0.001, 1e-15 * tm);
         /* Ratio schedules hit the family's ratio range exactly. */
         for (int k = 0; k < 2; k++) {
             dfl_schedule_kind sk = k ? DFL_SCHED_LOGUNIFORM : DFL_SCHED_RHO;
-            assert_int_equal(dfl_schedule(&p, sk, 12, 7.0, t), DFL_OK);
+            assert_int_equal(dfl_schedule(&p, sk, 12, 7.0, 0, t), DFL_OK);
             CHECK_CLOSE(dfl_ratio(&p, t[0]), p.sigma_max, 1e-6 * p.sigma_max);
             double smin = fmax(p.sigma_min, dfl_t_min(&p) > 0 ? dfl_ratio(&p, dfl_t_min(&p)) : 0.0);
             CHECK_CLOSE(dfl_ratio(&p, t[11]), smin, 1e-6 * smin);
@@ -186,11 +203,11 @@ static void test_schedule_vectors(void **state)
         if (isfinite(rmax) && p.family != DFL_FAMILY_EDM) {
             dfl_process q = p;
             q.sigma_max = 2 * rmax;
-            assert_int_equal(dfl_schedule(&q, DFL_SCHED_RHO, 10, 7.0, t), DFL_ERR_ARG);
+            assert_int_equal(dfl_schedule(&q, DFL_SCHED_RHO, 10, 7.0, 0, t), DFL_ERR_ARG);
             assert_non_null(strstr(dfl_last_error(), "range"));
         }
-        assert_int_equal(dfl_schedule(&p, DFL_SCHED_LINSPACE, 1001, 7.0, t), DFL_ERR_ARG);
-        assert_int_equal(dfl_schedule(&p, DFL_SCHED_LOGUNIFORM, 0, 7.0, t), DFL_ERR_ARG);
+        assert_int_equal(dfl_schedule(&p, DFL_SCHED_LINSPACE, 1001, 7.0, 0, t), DFL_ERR_ARG);
+        assert_int_equal(dfl_schedule(&p, DFL_SCHED_LOGUNIFORM, 0, 7.0, 0, t), DFL_ERR_ARG);
     }
 }
 
@@ -205,7 +222,7 @@ static void test_schedule_vectors(void **state)
 static double ode_error_x(const dfl_process *p, dfl_sample_cfg c, double sd, int *nfe, int exact_end)
 {
     double tg[4097];
-    assert_int_equal(dfl_schedule(p, c.schedule, c.steps, c.rho, tg), DFL_OK);
+    assert_int_equal(dfl_schedule(p, c.schedule, c.steps, c.rho, 0, tg), DFL_OK);
     double a0 = dfl_alpha(p, tg[0]), s0 = dfl_sigma(p, tg[0]), v0 = a0 * a0 * sd * sd + s0 * s0;
     double xT = sqrt(v0), exact = xT * sd * dfl_alpha(p, 0.0) / sqrt(v0);
     if (exact_end) {
@@ -334,6 +351,16 @@ static int n_stoch_cases(stoch_case *cs)
     cs[k++] = (stoch_case){"pc", {.sampler = DFL_SAMPLER_PC, .schedule = DFL_SCHED_RHO, .steps = 300, .rho = 7,
                                   .snr = 0.16, .corrector_steps = 1},
                            0.03, 600};
+    cs[k++] = (stoch_case){"pc ancestral", {.sampler = DFL_SAMPLER_PC, .schedule = DFL_SCHED_RHO, .steps = 300, .rho = 7,
+                                            .snr = 0.16, .corrector_steps = 1, .predictor = DFL_PREDICTOR_ANCESTRAL},
+                           0.03, 600};
+    cs[k++] = (stoch_case){"pc euler-maruyama", {.sampler = DFL_SAMPLER_PC, .schedule = DFL_SCHED_RHO, .steps = 300,
+                                                 .rho = 7, .snr = 0.16, .corrector_steps = 1,
+                                                 .predictor = DFL_PREDICTOR_EULER_MARUYAMA},
+                           0.03, 600};
+    cs[k++] = (stoch_case){"pc none", {.sampler = DFL_SAMPLER_PC, .schedule = DFL_SCHED_RHO, .steps = 50, .rho = 7,
+                                       .snr = 0.16, .corrector_steps = 20, .predictor = DFL_PREDICTOR_NONE},
+                           0.05, 1001};
     cs[k++] = (stoch_case){"ald", {.sampler = DFL_SAMPLER_ALD, .schedule = DFL_SCHED_RHO, .steps = 20, .rho = 7,
                                    .snr = 0.5, .corrector_steps = 50},
                            0.05, 1001};
@@ -347,7 +374,7 @@ static int n_stoch_cases(stoch_case *cs)
 static void stoch_check(const dfl_process *p, const stoch_case *sc, int dim, uint64_t seed)
 {
     double tg[1024];
-    assert_int_equal(dfl_schedule(p, sc->c.schedule, sc->c.steps, sc->c.rho, tg), DFL_OK);
+    assert_int_equal(dfl_schedule(p, sc->c.schedule, sc->c.steps, sc->c.rho, 0, tg), DFL_OK);
     double a = dfl_alpha(p, tg[0]), s = dfl_sigma(p, tg[0]);
     const size_t NPTS = dim == 1 ? NPTS_1D : NPTS_1D / 2;
     size_t n = NPTS * dim;
@@ -558,7 +585,22 @@ static void test_nfe_counts(void **state)
     } cs[9] = {{DFL_SAMPLER_EULER, 0, 10},   {DFL_SAMPLER_HEUN, 0, 19}, {DFL_SAMPLER_DPMPP2M, 0, 10},
                {DFL_SAMPLER_EDM, 0, 19},     {DFL_SAMPLER_DDPM, 0, 10}, {DFL_SAMPLER_DDIM, 0, 10},
                {DFL_SAMPLER_EM, 0, 10},      {DFL_SAMPLER_PC, 3, 40},   {DFL_SAMPLER_ALD, 3, 31}};
-    for (int i = 0; i < 9; i++) {
+    for (int i = 0; i < 10; i++) {
+        if (i == 9) { /* pc with no predictor: corrector steps at every level plus the final denoise */
+            dfl_sample_cfg c;
+            dfl_sample_cfg_default(&c);
+            c.sampler = DFL_SAMPLER_PC;
+            c.predictor = DFL_PREDICTOR_NONE;
+            c.steps = 10;
+            c.corrector_steps = 3;
+            double x[4] = {80, -80, 40, 1};
+            int nfe;
+            g.calls = 0;
+            assert_int_equal(dfl_sample_run(&p, &c, gauss_den, &g, &rng, x, 4, 2, &nfe), DFL_OK);
+            assert_int_equal(nfe, 31);
+            assert_int_equal(g.calls, nfe);
+            continue;
+        }
         dfl_sample_cfg c;
         dfl_sample_cfg_default(&c);
         c.sampler = cs[i].k;

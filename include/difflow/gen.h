@@ -274,6 +274,23 @@ typedef enum {
     DFL_SAMPLER_ALD = 9      /* annealed Langevin dynamics (NCSN, Song and Ermon 2019 Alg. 1) */
 } dfl_sampler_kind;
 
+/* Predictors of the pc sampler (Song et al. 2021 sec. 4.2 and App. G; score_sde sampling.py), each
+ * one step t -> u of the reverse process written in (alpha, sigma), with D = x0_hat, E = eps_hat,
+ * score = -E/sigma_t:
+ *   REVERSE_DIFFUSION  x_u = (x + g_tu^2 score)/a_tu + g_tu z, from the exact forward transition
+ *                      x_t = a_tu x_u + g_tu noise (score SDE Eq. 47).
+ *   EULER_MARUYAMA     the em sampler's step on the reverse SDE (score SDE Eq. 6).
+ *   ANCESTRAL          sample q(x_u | x_t, x0 = D), the ddpm sampler's step (DDPM Eq. 6-7; for VE
+ *                      this is SMLD's ancestral sampler, score SDE Eq. 46).
+ *   NONE               corrector only: x rescaled by a_u/a_t between levels (a no-op when alpha = 1),
+ *                      as NCSN annealing; no network evaluation. */
+typedef enum {
+    DFL_PREDICTOR_REVERSE_DIFFUSION = 0,
+    DFL_PREDICTOR_EULER_MARUYAMA = 1,
+    DFL_PREDICTOR_ANCESTRAL = 2,
+    DFL_PREDICTOR_NONE = 3
+} dfl_predictor_kind;
+
 /* Number of discrete DDPM timesteps behind the LEADING/TRAILING/LINSPACE spacings (the same T as
  * the discrete DDPM family's). */
 #ifndef DFL_DDPM_T
@@ -285,15 +302,21 @@ dfl_status dfl_schedule_parse(const char *name, dfl_schedule_kind *k);
 dfl_status dfl_sampler_parse(const char *name, dfl_sampler_kind *k);
 const char *dfl_schedule_name(dfl_schedule_kind k);
 const char *dfl_sampler_name(dfl_sampler_kind k);
+/* "reverse-diffusion", "euler-maruyama", "ancestral", "none"; DFL_ERR_ARG naming the value. */
+dfl_status dfl_predictor_parse(const char *name, dfl_predictor_kind *k);
+const char *dfl_predictor_name(dfl_predictor_kind k);
 
 /* DDPM timestep indices for a spacing (diffusers scheduling_ddim.py set_timesteps; reference 1.6,
  * 3.4), descending, N entries into j (no appended end):
  *   LINSPACE  j_i = round(linspace(0, T-1, N))[N-1-i]        (T = 1000, N = 10: 999, 888, ..., 0)
  *   LEADING   j_i = (T div N) (N-1-i)                         (900, 800, ..., 0)
  *   TRAILING  j_i = round(T - i T/N) - 1                      (999, 899, ..., 99)
- * Rounding is half to even, as numpy's. DFL_ERR_ARG for another kind, T < 1, N < 1 or N > T
- * (more steps than timesteps would repeat indices). */
-dfl_status dfl_timestep_indices(dfl_schedule_kind k, int T, int N, int *j);
+ * Rounding is half to even, as numpy's. `offset` is diffusers' `steps_offset`, added to LEADING
+ * indices only (offset 1: 901, 801, ..., 1); it must be 0 for the other spacings.
+ * DFL_ERR_ARG for another kind, T < 1, N < 1 or N > T (more steps than timesteps would repeat
+ * indices), a negative offset, or an offset pushing j_0 above T - 1 (reference pitfall 2: leading
+ * with N = T and offset 1 would ask for index 1000). */
+dfl_status dfl_timestep_indices(dfl_schedule_kind k, int T, int N, int offset, int *j);
 
 /* Time grid for `steps` = N steps into t (N + 1 doubles, t[N] = 0), see dfl_schedule_kind.
  *   rho: s_i = (s_max^(1/rho) + i/(N-1) (s_min^(1/rho) - s_max^(1/rho)))^rho, t_i = t(s_i)
@@ -302,8 +325,10 @@ dfl_status dfl_timestep_indices(dfl_schedule_kind k, int T, int N, int *j);
  * Any schedule works for any family, provided each t_i lies in (0, t_max] and the grid strictly
  * decreases; otherwise DFL_ERR_ARG with a message naming the schedule, family and the range
  * (for example a ratio sigma_max above what the family reaches at t_max). Also DFL_ERR_ARG for
- * steps < 1, rho <= 0 (rho schedule only), or steps > DFL_DDPM_T for a spacing. */
-dfl_status dfl_schedule(const dfl_process *p, dfl_schedule_kind k, int steps, double rho, double *t);
+ * steps < 1, rho <= 0 (rho schedule only), steps > DFL_DDPM_T for a spacing, or a steps_offset
+ * that dfl_timestep_indices refuses (non-zero offsets are for LEADING only). */
+dfl_status dfl_schedule(const dfl_process *p, dfl_schedule_kind k, int steps, double rho, int steps_offset,
+                        double *t);
 
 /* Sampler configuration. Fields a sampler does not use are ignored. A zero in a field marked
  * "0: default" selects the default, so a zero-initialised struct with sampler, schedule, steps
@@ -322,6 +347,9 @@ typedef struct {
     int corrector_steps; /* pc, ald: Langevin steps per grid level; 0: default (pc 1, ald 10) */
     double rtol, atol;   /* rk45 tolerances; 0: default 1e-5 each (score_sde) */
     int max_nfe;         /* rk45: evaluation budget before DFL_ERR_NUMERIC; 0: default 100000 */
+    dfl_predictor_kind predictor; /* pc: the predictor (default reverse diffusion) */
+    int steps_offset;    /* leading schedule: added to every timestep index (diffusers
+                            `steps_offset`; 0 default, Stable Diffusion uses 1) */
 } dfl_sample_cfg;
 
 /* Every field at its default: heun, rho schedule, 18 steps, rho 7, eta 0, churn 0, S_tmin 0,
@@ -380,7 +408,9 @@ typedef dfl_status (*dfl_denoise_fn)(void *user, const float *x, double t, float
  *           (a(t_i)/a(t_{i+1}))^2, score_sde's discrete alpha_i, 1 when a = 1), then the
  *           reverse-diffusion predictor x = (x + g_tu^2 score)/a_tu + g_tu z (Song et al. 2021
  *           Eq. 47 with f_i, G_i from the exact forward transition u -> t); at t[N-1] the
- *           predictor is replaced by the final denoise a(0) D. NFE N (corrector_steps + 1).
+ *           predictor is replaced by the final denoise a(0) D. cfg->predictor selects another
+ *           predictor (dfl_predictor_kind). NFE N (corrector_steps + 1); predictor none:
+ *           N corrector_steps + 1.
  *   ald     NCSN annealed Langevin (Song and Ermon 2019 Alg. 1) on y = x/a, whose noise level
  *           is the ratio s: corrector_steps steps x += e score + sqrt(2e) z, e = 2 (snr g_i)^2
  *           (score_sde's AnnealedLangevinDynamics step, reference 2.5), at each of the N grid

@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "cli.h"
+#include "flows.h"
 #include "difflow/io.h"
 #include "difflow/progress.h"
 
@@ -54,7 +55,7 @@ static const char *SAMPLE_USAGE =
     "  rk45     PF-ODE, Dormand-Prince, adaptive    dpmpp2m  DPM-Solver++(2M) (N)\n"
     "  edm      EDM Alg. 2, --churn (2N-1)          ddpm     ancestral (N)\n"
     "  ddim     DDIM, --eta (N)                     em       Euler-Maruyama, reverse SDE (N)\n"
-    "  pc       predictor-corrector, Langevin corrector (N (corrector steps + 1))\n"
+    "  pc       predictor-corrector, Langevin corrector, --predictor (N (corrector steps + 1))\n"
     "  ald      annealed Langevin dynamics, NCSN (N corrector steps + 1)\n"
     "Schedules: rho (EDM Eq. 5), uniform (in t), loguniform (in ln sigma/alpha), leading, trailing,\n"
     "linspace (DDPM timestep spacings over T = 1000, step j at t = t_max (j+1)/1000).\n"
@@ -64,12 +65,14 @@ static const char *SAMPLE_USAGE =
 int cmd_sample(int argc, char **argv)
 {
     const char *ckpt = NULL, *sampler = "heun", *schedule = "rho", *out = NULL;
-    int steps = 18, n = 64, batch = 256, threads = 0, corrector_steps = 0;
+    int steps = 18, n = 64, batch = 256, threads = 0, corrector_steps = 0, steps_offset = 0, max_nfe = 0;
+    const char *predictor = "reverse-diffusion";
     dfl_sample_cfg dc;
     dfl_sample_cfg_default(&dc);
     double rho = 7.0, eta = dc.eta, churn = dc.churn, s_tmin = dc.s_tmin, s_tmax = dc.s_tmax, s_noise = dc.s_noise;
     double snr = dc.snr, rtol = dc.rtol, atol = dc.atol;
     uint64_t seed = 0;
+    double temperature = 1.0;
     arg_spec specs[] = {
         {"--ckpt", NULL, ARG_STR, &ckpt, "FILE", "checkpoint (runs/NAME/model.safetensors)", 0},
         {"--sampler", NULL, ARG_STR, &sampler, "NAME",
@@ -85,12 +88,17 @@ int cmd_sample(int argc, char **argv)
         {"--snr", NULL, ARG_FLOAT, &snr, "X", "pc, ald: Langevin signal-to-noise ratio (0.16)", 0},
         {"--corrector-steps", NULL, ARG_INT, &corrector_steps, "M", "pc, ald: Langevin steps per level (pc 1, ald 10)",
          0},
+        {"--predictor", NULL, ARG_STR, &predictor, "NAME",
+         "pc: reverse-diffusion, euler-maruyama, ancestral or none (corrector only)", 0},
+        {"--steps-offset", NULL, ARG_INT, &steps_offset, "K", "leading: add K to every timestep index (diffusers steps_offset)", 0},
         {"--rtol", NULL, ARG_FLOAT, &rtol, "X", "rk45: relative tolerance (1e-5)", 0},
+        {"--max-nfe", NULL, ARG_INT, &max_nfe, "N", "rk45: stop with an error after N evaluations (default 100000)", 0},
         {"--atol", NULL, ARG_FLOAT, &atol, "X", "rk45: absolute tolerance (1e-5)", 0},
         {"-n", "--count", ARG_INT, &n, "COUNT", "number of samples", 0},
         {"--batch", NULL, ARG_INT, &batch, "B", "samples per network call", 0},
         {"--seed", NULL, ARG_U64, &seed, "S", "seed of the initial noise and the sampler's noise", 0},
         {"-o", "--out", ARG_STR, &out, "FILE", "output .png or .csv (default samples.png, or samples.csv for 2-D)", 0},
+        {"--temperature", NULL, ARG_FLOAT, &temperature, "T", "normalizing flows: base noise z ~ T N(0, I) (T > 0; default 1)", 0},
         {"--threads", NULL, ARG_INT, &threads, "N", "threads (0: all cores)", 0},
         {NULL, NULL, 0, NULL, NULL, NULL, 0}};
     int pr = args_parse("sample", SAMPLE_USAGE, specs, argc, argv);
@@ -120,6 +128,8 @@ int cmd_sample(int argc, char **argv)
                   {"--s-noise", 1u << DFL_SAMPLER_EDM, "edm"},
                   {"--snr", 1u << DFL_SAMPLER_PC | 1u << DFL_SAMPLER_ALD, "pc and ald"},
                   {"--corrector-steps", 1u << DFL_SAMPLER_PC | 1u << DFL_SAMPLER_ALD, "pc and ald"},
+                  {"--predictor", 1u << DFL_SAMPLER_PC, "pc"},
+                  {"--max-nfe", 1u << DFL_SAMPLER_RK45, "rk45"},
                   {"--rtol", 1u << DFL_SAMPLER_RK45, "rk45"},
                   {"--atol", 1u << DFL_SAMPLER_RK45, "rk45"}};
     for (size_t i = 0; i < sizeof owners / sizeof owners[0]; i++)
@@ -131,6 +141,23 @@ int cmd_sample(int argc, char **argv)
     if (args_find(specs, "--rho")->seen && sc.schedule != DFL_SCHED_RHO) {
         fprintf(stderr, "difflow: error: --rho applies only to --schedule rho, not %s (--rho)\n",
                 dfl_schedule_name(sc.schedule));
+        return 2;
+    }
+    if (args_find(specs, "--steps-offset")->seen && sc.schedule != DFL_SCHED_LEADING) {
+        fprintf(stderr, "difflow: error: --steps-offset applies only to --schedule leading, not %s (--steps-offset)\n",
+                dfl_schedule_name(sc.schedule));
+        return 2;
+    }
+    if (dfl_predictor_parse(predictor, &sc.predictor)) {
+        fprintf(stderr, "difflow: error: %s (--predictor)\n", dfl_last_error());
+        return 2;
+    }
+    if (args_find(specs, "--max-nfe")->seen && max_nfe < 1) {
+        fprintf(stderr, "difflow: error: --max-nfe must be >= 1 (got %d)\n", max_nfe);
+        return 2;
+    }
+    if (steps_offset < 0) {
+        fprintf(stderr, "difflow: error: --steps-offset must be >= 0 (got %d)\n", steps_offset);
         return 2;
     }
     if (steps < 1 || steps > 100000) {
@@ -174,6 +201,8 @@ int cmd_sample(int argc, char **argv)
     sc.corrector_steps = corrector_steps;
     sc.rtol = rtol;
     sc.atol = atol;
+    sc.steps_offset = steps_offset;
+    if (max_nfe > 0) sc.max_nfe = max_nfe;
     if (dfl_sample_cfg_check(&sc)) {
         fprintf(stderr, "difflow: error: %s\n", dfl_last_error());
         return 2;
@@ -184,6 +213,12 @@ int cmd_sample(int argc, char **argv)
     }
     if (batch < 1) {
         fprintf(stderr, "difflow: error: --batch must be >= 1 (got %d)\n", batch);
+        return 2;
+    }
+    /* Normalizing flows: one inverse pass; the sampler options do not apply (refused there). */
+    if (dfl_flow_is_checkpoint(ckpt)) return cli_flow_sample_cmd(ckpt, specs, n, batch, seed, temperature, out, threads);
+    if (args_find(specs, "--temperature")->seen) {
+        fprintf(stderr, "difflow: error: --temperature applies to normalizing-flow checkpoints (nice, realnvp, glow); %s is a diffusion or flow-matching model (--temperature)\n", ckpt);
         return 2;
     }
     dfl_model m;
@@ -209,7 +244,7 @@ int cmd_sample(int argc, char **argv)
      * does not reach, or a sampler that needs alpha > 0 at the grid's start). */
     {
         double *tg = malloc((size_t)(steps + 1) * sizeof *tg);
-        dfl_status st = tg ? dfl_schedule(&m.proc, sc.schedule, steps, rho, tg) : DFL_ERR_NOMEM;
+        dfl_status st = tg ? dfl_schedule(&m.proc, sc.schedule, steps, rho, sc.steps_offset, tg) : DFL_ERR_NOMEM;
         int need_alpha = sc.sampler == DFL_SAMPLER_EDM || sc.sampler == DFL_SAMPLER_EM || sc.sampler == DFL_SAMPLER_PC ||
                          sc.sampler == DFL_SAMPLER_ALD;
         int bad_alpha = !st && need_alpha && !(dfl_alpha(&m.proc, tg[0]) > 0);
@@ -282,6 +317,7 @@ int cmd_info(int argc, char **argv)
         fprintf(stderr, "difflow: error: info needs --ckpt FILE\n");
         return 2;
     }
+    if (dfl_flow_is_checkpoint(ckpt)) return cli_flow_info(ckpt, tensors);
     dfl_model m;
     dfl_model_info info;
     if (dfl_model_load(ckpt, &m, &info)) {

@@ -28,6 +28,24 @@ const char *dfl_sampler_name(dfl_sampler_kind k)
     return (int)k >= 0 && (int)k < N_SAMPLERS ? SAMPLER_NAMES[k] : "?";
 }
 
+static const char *const PREDICTOR_NAMES[] = {"reverse-diffusion", "euler-maruyama", "ancestral", "none"};
+
+dfl_status dfl_predictor_parse(const char *name, dfl_predictor_kind *k)
+{
+    for (int i = 0; i < 4; i++)
+        if (strcmp(name, PREDICTOR_NAMES[i]) == 0) {
+            *k = (dfl_predictor_kind)i;
+            return DFL_OK;
+        }
+    return dfl_fail(DFL_ERR_ARG, "unknown predictor '%s' (known: reverse-diffusion, euler-maruyama, ancestral, none)",
+                    name);
+}
+
+const char *dfl_predictor_name(dfl_predictor_kind k)
+{
+    return (int)k >= 0 && (int)k < 4 ? PREDICTOR_NAMES[k] : "?";
+}
+
 void dfl_sample_cfg_default(dfl_sample_cfg *c)
 {
     memset(c, 0, sizeof *c);
@@ -67,6 +85,9 @@ dfl_status dfl_sample_cfg_check(const dfl_sample_cfg *c)
     if (!(c->rtol >= 0) || !(c->atol >= 0) || isinf(c->rtol) || isinf(c->atol))
         return dfl_fail(DFL_ERR_ARG, "sampler: --rtol and --atol must be finite and > 0 (got %g, %g)", c->rtol, c->atol);
     if (c->max_nfe < 0) return dfl_fail(DFL_ERR_ARG, "sampler: max_nfe must be >= 0 (got %d)", c->max_nfe);
+    if ((int)c->predictor < 0 || (int)c->predictor > DFL_PREDICTOR_NONE)
+        return dfl_fail(DFL_ERR_ARG, "sampler: unknown predictor kind %d", (int)c->predictor);
+    if (c->steps_offset < 0) return dfl_fail(DFL_ERR_ARG, "sampler: --steps-offset must be >= 0 (got %d)", c->steps_offset);
     return DFL_OK;
 }
 
@@ -284,6 +305,17 @@ static dfl_status run_edm(run_state *s, const dfl_sample_cfg *c, const double *t
 
 /* ---------------------------------------------------------------- DDPM ancestral and DDIM */
 
+/* One ancestral step t -> u > 0 with s->D = x0_hat at t and s->z drawn: a sample of
+ * q(x_u | x_t, x0 = D), a_tu = a_t/a_u, g_tu^2 = g_t^2 - a_tu^2 g_u^2, mean = a_tu g_u^2/g_t^2 x +
+ * a_u g_tu^2/g_t^2 D, var = g_tu^2 g_u^2/g_t^2 (DDPM Eq. 6-7 for general (a, g)). */
+static void step_ancestral(run_state *s, double *x, double t, double u)
+{
+    double at = dfl_alpha(s->p, t), gt = dfl_sigma(s->p, t), au = dfl_alpha(s->p, u), gu = dfl_sigma(s->p, u);
+    double atu = at / au, g2tu = fmax(gt * gt - atu * atu * gu * gu, 0.0);
+    double cx = atu * gu * gu / (gt * gt), cd = au * g2tu / (gt * gt), sd = sqrt(g2tu * gu * gu / (gt * gt));
+    for (size_t j = 0; j < s->n; j++) x[j] = cx * x[j] + cd * s->D[j] + sd * s->z[j];
+}
+
 static dfl_status run_ddpm_ddim(run_state *s, const dfl_sample_cfg *c, const double *tg, double *x)
 {
     size_t n = s->n;
@@ -297,17 +329,14 @@ static dfl_status run_ddpm_ddim(run_state *s, const dfl_sample_cfg *c, const dou
             for (size_t j = 0; j < n; j++) x[j] = au * s->D[j];
             continue;
         }
-        double atu = at / au, g2tu = gt * gt - atu * atu * gu * gu;
-        if (g2tu < 0) g2tu = 0;
-        double var = g2tu * gu * gu / (gt * gt);
         if (ddim) {
-            double cn = c->eta * sqrt(var), ce = sqrt(fmax(gu * gu - cn * cn, 0.0));
+            double atu = at / au, g2tu = fmax(gt * gt - atu * atu * gu * gu, 0.0);
+            double cn = c->eta * sqrt(g2tu * gu * gu / (gt * gt)), ce = sqrt(fmax(gu * gu - cn * cn, 0.0));
             if (cn > 0) draw(s);
             for (size_t j = 0; j < n; j++) x[j] = au * s->D[j] + ce * s->E[j] + (cn > 0 ? cn * s->z[j] : 0.0);
         } else {
-            double cx = atu * gu * gu / (gt * gt), cd = au * g2tu / (gt * gt), sd = sqrt(var);
             draw(s);
-            for (size_t j = 0; j < n; j++) x[j] = cx * x[j] + cd * s->D[j] + sd * s->z[j];
+            step_ancestral(s, x, t, u);
         }
         if ((st = check_state(x, n, dfl_sampler_name(c->sampler), u))) return st;
     }
@@ -366,19 +395,24 @@ static dfl_status run_sde(run_state *s, const dfl_sample_cfg *c, const double *t
             for (int m = 0; m < M; m++)
                 if ((st = langevin(s, x, t, a_c, snr, ald))) return st;
         if (i == N - 1) return final_denoise(s, x, t);
-        if (ald) {
+        dfl_predictor_kind pred = c->sampler == DFL_SAMPLER_EM ? DFL_PREDICTOR_EULER_MARUYAMA
+                                  : ald                         ? DFL_PREDICTOR_NONE
+                                                                : c->predictor;
+        if (pred == DFL_PREDICTOR_NONE) {
             /* NCSN anneals the noise level of y = x/alpha (the ratio s); keep y across levels. */
             for (size_t j = 0; j < n; j++) x[j] *= au / at;
             continue;
         }
         if ((st = eval(s, x, t))) return st;
         draw(s);
-        if (c->sampler == DFL_SAMPLER_EM) {
+        if (pred == DFL_PREDICTOR_EULER_MARUYAMA) {
             /* f = alpha'/alpha, G^2 = d(sigma^2)/dt - 2 f sigma^2, score = -eps_hat/sigma. */
             double f = dfl_dalpha(s->p, t) / at, G2 = 2.0 * gt * dfl_dsigma(s->p, t) - 2.0 * f * gt * gt;
             if (G2 < 0) G2 = 0;
             double dt = u - t, q = sqrt(G2 * -dt);
             for (size_t j = 0; j < n; j++) x[j] += (f * x[j] + G2 * s->E[j] / gt) * dt + q * s->z[j];
+        } else if (pred == DFL_PREDICTOR_ANCESTRAL) {
+            step_ancestral(s, x, t, u);
         } else {
             /* Reverse-diffusion predictor with the exact forward transition u -> t:
              * x_t = a_tu x_u + g_tu z, so x_u = (x_t + g_tu^2 score)/a_tu + g_tu z. */
@@ -414,7 +448,7 @@ dfl_status dfl_sample_run(const dfl_process *p, const dfl_sample_cfg *cfg, dfl_d
         st = dfl_fail(DFL_ERR_NOMEM, "sampler: out of memory");
         goto out;
     }
-    if ((st = dfl_schedule(p, cfg->schedule, N, cfg->rho, tg))) goto out;
+    if ((st = dfl_schedule(p, cfg->schedule, N, cfg->rho, cfg->steps_offset, tg))) goto out;
     switch (cfg->sampler) {
     case DFL_SAMPLER_EDM:
     case DFL_SAMPLER_EM:
@@ -487,7 +521,7 @@ dfl_status dfl_sample(dfl_ctx *ctx, const dfl_model *m, const dfl_sample_cfg *cf
         free(t);
         return dfl_fail(DFL_ERR_NOMEM, "sample: out of memory");
     }
-    st = dfl_schedule(&m->proc, cfg->schedule, cfg->steps, cfg->rho, t);
+    st = dfl_schedule(&m->proc, cfg->schedule, cfg->steps, cfg->rho, cfg->steps_offset, t);
     if (!st) {
         double s0 = dfl_sigma(&m->proc, t[0]);
         for (size_t i = 0; i < n; i++) x[i] = s0 * dfl_rng_normal(rng);

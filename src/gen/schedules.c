@@ -28,13 +28,20 @@ static int is_spacing(dfl_schedule_kind k)
     return k == DFL_SCHED_LEADING || k == DFL_SCHED_TRAILING || k == DFL_SCHED_LINSPACE;
 }
 
-dfl_status dfl_timestep_indices(dfl_schedule_kind k, int T, int N, int *j)
+dfl_status dfl_timestep_indices(dfl_schedule_kind k, int T, int N, int offset, int *j)
 {
     if (!is_spacing(k))
         return dfl_fail(DFL_ERR_ARG, "timestep indices: '%s' is not a DDPM spacing (leading, trailing, linspace)",
                         dfl_schedule_name(k));
     if (T < 1 || N < 1 || N > T)
         return dfl_fail(DFL_ERR_ARG, "schedule %s: steps must be in 1..%d (got %d)", dfl_schedule_name(k), T, N);
+    if (offset != 0 && k != DFL_SCHED_LEADING)
+        return dfl_fail(DFL_ERR_ARG, "steps offset %d: only the leading spacing takes an offset, not %s", offset,
+                        dfl_schedule_name(k));
+    if (offset < 0 || (k == DFL_SCHED_LEADING && (T / N) * (N - 1) + offset > T - 1))
+        return dfl_fail(DFL_ERR_ARG,
+                        "steps offset %d: leading spacing with %d steps would start at index %d, outside 0..%d",
+                        offset, N, (T / N) * (N - 1) + offset, T - 1);
     if (k == DFL_SCHED_LINSPACE) {
         /* numpy.linspace(0, T-1, N) = k * step with step = (T-1)/(N-1), rounded half to even. */
         double step = N > 1 ? (double)(T - 1) / (N - 1) : 0.0;
@@ -42,7 +49,7 @@ dfl_status dfl_timestep_indices(dfl_schedule_kind k, int T, int N, int *j)
         if (N > 1) j[0] = T - 1; /* numpy sets the endpoint exactly */
     } else if (k == DFL_SCHED_LEADING) {
         int r = T / N;
-        for (int i = 0; i < N; i++) j[i] = r * (N - 1 - i);
+        for (int i = 0; i < N; i++) j[i] = r * (N - 1 - i) + offset;
     } else {
         /* numpy.arange(T, 0, -T/N) = T - i (T/N), rounded half to even, minus 1. */
         double step = (double)T / N;
@@ -51,7 +58,8 @@ dfl_status dfl_timestep_indices(dfl_schedule_kind k, int T, int N, int *j)
     return DFL_OK;
 }
 
-dfl_status dfl_schedule(const dfl_process *p, dfl_schedule_kind k, int steps, double rho, double *t)
+dfl_status dfl_schedule(const dfl_process *p, dfl_schedule_kind k, int steps, double rho, int steps_offset,
+                        double *t)
 {
     if (steps < 1) return dfl_fail(DFL_ERR_ARG, "schedule: steps must be >= 1 (got %d)", steps);
     double tm = dfl_t_max(p);
@@ -101,7 +109,7 @@ dfl_status dfl_schedule(const dfl_process *p, dfl_schedule_kind k, int steps, do
             return dfl_fail(DFL_ERR_ARG, "schedule %s: steps must be in 1..%d (got %d)", dfl_schedule_name(k),
                             DFL_DDPM_T, steps);
         int j[DFL_DDPM_T];
-        dfl_status st = dfl_timestep_indices(k, DFL_DDPM_T, steps, j);
+        dfl_status st = dfl_timestep_indices(k, DFL_DDPM_T, steps, steps_offset, j);
         if (st) return st;
         for (int i = 0; i < steps; i++) t[i] = tm * (j[i] + 1) / (double)DFL_DDPM_T;
         break;
@@ -109,6 +117,9 @@ dfl_status dfl_schedule(const dfl_process *p, dfl_schedule_kind k, int steps, do
     default:
         return dfl_fail(DFL_ERR_ARG, "schedule: unknown kind %d", (int)k);
     }
+    if (steps_offset != 0 && !is_spacing(k))
+        return dfl_fail(DFL_ERR_ARG, "steps offset %d: only the leading spacing takes an offset, not %s", steps_offset,
+                        dfl_schedule_name(k));
     t[steps] = 0.0;
     for (int i = 0; i < steps; i++) {
         if (!isfinite(t[i]) || !(t[i] > 0) || t[i] > tm * (1 + 1e-12))
