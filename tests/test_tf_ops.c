@@ -177,28 +177,25 @@ static void tc_ref(double *const *in, double *out, const void *u)
     t->ref(in, out, t->c);
 }
 
-/* Gradient check of one case (dfl_gradcheck), after checking the output size. */
+/* Gradient check of one case (dfl_gradcheck), and the op's output size against nout. */
 static void gradcheck(const tcase *c, t_op op, t_ref ref, size_t nout)
 {
     dfl_gc_in ins[4];
-    size_t want = 0;
+    dfl_ctx *ctx = dfl_ctx_new();
+    dfl_tensor *z[4];
     for (int i = 0; i < c->nin; i++) {
         ins[i].ndim = c->ndim[i];
         memcpy(ins[i].shape, c->shape[i], sizeof ins[i].shape);
         ins[i].param = c->param[i];
         ins[i].scale = c->scale[i];
+        z[i] = dfl_tensor_zeros(ctx, c->ndim[i], c->shape[i]);
     }
+    dfl_tensor *y = op(ctx, z, c);
+    assert_non_null(y);
+    assert_int_equal(y->n, nout);
+    dfl_ctx_free(ctx);
     tc_call t = {c, op, ref};
     dfl_gradcheck(c->name, c->nin, ins, tc_op, tc_ref, &t, &g_rng);
-    /* the output size the caller expects, from one plain forward */
-    dfl_ctx *ctx = dfl_ctx_new();
-    dfl_tensor *in[4];
-    for (int i = 0; i < c->nin; i++) in[i] = dfl_tensor_zeros(ctx, c->ndim[i], c->shape[i]);
-    dfl_tensor *y = op(ctx, in, c);
-    assert_non_null(y);
-    want = y->n;
-    assert_int_equal(want, nout);
-    dfl_ctx_free(ctx);
 }
 
 /* ---- attention: the direct evaluation softmax(q k^T / sqrt(Dh) + bias, masked) v in double */
