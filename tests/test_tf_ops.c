@@ -22,6 +22,7 @@
 
 #include "difflow/core.h"
 #include "difflow/tf.h"
+#include "tf/tf_math.h"
 
 static dfl_rng g_rng;
 
@@ -838,6 +839,34 @@ static void test_embedding_accumulates(void **state)
     dfl_tensor_free(W);
 }
 
+/* The vectorisable helpers of src/tf/tf_math.h against libm in double, on a fine grid. */
+static void test_math_helpers(void **state)
+{
+    (void)state;
+    double e_exp = 0.0, e_sig = 0.0, e_tanh = 0.0, e_erfc = 0.0;
+    for (float x = -87.0f; x < 88.0f; x += 0.00731f) {
+        double r = exp((double)x);
+        e_exp = fmax(e_exp, fabs(tf_exp(x) - r) / r);
+    }
+    for (float x = -40.0f; x < 40.0f; x += 0.00173f) {
+        double sg = 1.0 / (1.0 + exp(-(double)x));
+        e_sig = fmax(e_sig, fabs(tf_sigmoid(x) - sg) / sg);
+        e_tanh = fmax(e_tanh, fabs(tf_tanh(x) - tanh((double)x)));
+        /* relative below x = 3 (erfc(3) = 2e-5); further out the float rounding of -x^2 in the
+         * exponent dominates (relative 1e-5 at x = 9, absolute < 1e-40) */
+        double ec = erfc((double)x);
+        e_erfc = fmax(e_erfc, fabs(tf_erfc(x) - ec) / (x < 3.0f ? ec : 1.0));
+    }
+    CHECK_CLOSE(e_exp, 0.0, 3e-7);
+    CHECK_CLOSE(e_sig, 0.0, 3e-7);
+    CHECK_CLOSE(e_tanh, 0.0, 3e-7);
+    CHECK_CLOSE(e_erfc, 0.0, 1e-6); /* measured ~3e-7 */
+    assert_true(tf_exp(-INFINITY) == 0.0f && tf_exp(-88.0f) == 0.0f && tf_exp(0.0f) == 1.0f);
+    assert_true(isfinite(tf_exp(1000.0f)) && tf_sigmoid(-1000.0f) == 0.0f && tf_sigmoid(1000.0f) == 1.0f);
+    assert_true(tf_erfc(-0.0f) == 1.0f && tf_erfc(0.0f) == 1.0f);
+    assert_true(tf_is_nan(NAN) && !tf_is_nan(INFINITY) && !tf_is_nan(-1.0f));
+}
+
 static void test_errors(void **state)
 {
     (void)state;
@@ -895,6 +924,7 @@ int main(void)
         cmocka_unit_test(test_layer_norm_stats),
         cmocka_unit_test(test_gelu_values),
         cmocka_unit_test(test_embedding_accumulates),
+        cmocka_unit_test(test_math_helpers),
         cmocka_unit_test(test_errors),
     };
     return cmocka_run_group_tests(tests, setup, NULL);
