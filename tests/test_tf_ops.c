@@ -860,7 +860,7 @@ static void test_math_helpers(void **state)
     CHECK_CLOSE(e_exp, 0.0, 3e-7);
     CHECK_CLOSE(e_sig, 0.0, 3e-7);
     CHECK_CLOSE(e_tanh, 0.0, 3e-7);
-    CHECK_CLOSE(e_erfc, 0.0, 1e-6); /* measured ~3e-7 */
+    CHECK_CLOSE(e_erfc, 0.0, 2e-6); /* measured 9.4e-7 (near x = 3) */
     assert_true(tf_exp(-INFINITY) == 0.0f && tf_exp(-88.0f) == 0.0f && tf_exp(0.0f) == 1.0f);
     assert_true(isfinite(tf_exp(1000.0f)) && tf_sigmoid(-1000.0f) == 0.0f && tf_sigmoid(1000.0f) == 1.0f);
     assert_true(tf_erfc(-0.0f) == 1.0f && tf_erfc(0.0f) == 1.0f);
