@@ -23,43 +23,47 @@ static inline float sigmoid_f(float v)
     return e / (1.0f + e);
 }
 
-static void unary_fwd(int op, const float *x, float *y, long n)
+/* One loop per map (the switch outside the loop) so the simple ones (ReLU, exp' = y, tanh',
+ * sigmoid') vectorise. */
+#define UNARY_LOOP(EXPR)                                                  \
+    _Pragma("omp parallel for schedule(static) if (n > PAR_MIN)")         \
+    for (long i = 0; i < n; i++) {                                        \
+        float v = x[i];                                                   \
+        y[i] = (EXPR);                                                    \
+    }
+
+static void unary_fwd(int op, const float *restrict x, float *restrict y, long n)
 {
-#pragma omp parallel for schedule(static) if (n > PAR_MIN)
-    for (long i = 0; i < n; i++) {
-        float v = x[i];
-        switch (op) {
-        case U_EXP: y[i] = expf(v); break;
-        case U_LOG: y[i] = logf(v); break;
-        case U_TANH: y[i] = tanhf(v); break;
-        case U_SIGMOID: y[i] = sigmoid_f(v); break;
-        case U_RELU: y[i] = v > 0 ? v : 0.0f; break;
-        case U_SOFTPLUS: y[i] = softplus_f(v); break;
-        default: y[i] = logf(v) - log1pf(-v); break;
-        }
+    switch (op) {
+    case U_EXP: UNARY_LOOP(expf(v)) break;
+    case U_LOG: UNARY_LOOP(logf(v)) break;
+    case U_TANH: UNARY_LOOP(tanhf(v)) break;
+    case U_SIGMOID: UNARY_LOOP(sigmoid_f(v)) break;
+    case U_RELU: UNARY_LOOP(v > 0.0f ? v : 0.0f) break;
+    case U_SOFTPLUS: UNARY_LOOP(softplus_f(v)) break;
+    default: UNARY_LOOP(logf(v) - log1pf(-v)) break;
     }
 }
 
+/* dx[i] += dy[i] * f'(x[i]), with f' written from x, or y = f(x) */
+#define UNARY_BWD_LOOP(DERIV)                                             \
+    _Pragma("omp parallel for schedule(static) if (n > PAR_MIN)")         \
+    for (long i = 0; i < n; i++) dx[i] += dy[i] * (DERIV);
+
 static void unary_backward(dfl_ctx *ctx, dfl_node *nd)
 {
-    float *dx = dfl_grad_of(ctx, nd->in[0]);
+    float *restrict dx = dfl_grad_of(ctx, nd->in[0]);
     if (!dx) return;
-    const float *x = nd->in[0]->data, *y = nd->out->data, *dy = nd->out->grad;
+    const float *restrict x = nd->in[0]->data, *restrict y = nd->out->data, *restrict dy = nd->out->grad;
     long n = (long)nd->out->n;
-    int op = nd->iarg[0];
-#pragma omp parallel for schedule(static) if (n > PAR_MIN)
-    for (long i = 0; i < n; i++) {
-        float g = dy[i], d;
-        switch (op) {
-        case U_EXP: d = y[i]; break;
-        case U_LOG: d = 1.0f / x[i]; break;
-        case U_TANH: d = 1.0f - y[i] * y[i]; break;
-        case U_SIGMOID: d = y[i] * (1.0f - y[i]); break;
-        case U_RELU: d = x[i] > 0 ? 1.0f : 0.0f; break;
-        case U_SOFTPLUS: d = sigmoid_f(x[i]); break;
-        default: d = 1.0f / (x[i] * (1.0f - x[i])); break;
-        }
-        dx[i] += g * d;
+    switch (nd->iarg[0]) {
+    case U_EXP: UNARY_BWD_LOOP(y[i]) break;
+    case U_LOG: UNARY_BWD_LOOP(1.0f / x[i]) break;
+    case U_TANH: UNARY_BWD_LOOP(1.0f - y[i] * y[i]) break;
+    case U_SIGMOID: UNARY_BWD_LOOP(y[i] * (1.0f - y[i])) break;
+    case U_RELU: UNARY_BWD_LOOP(x[i] > 0.0f ? 1.0f : 0.0f) break;
+    case U_SOFTPLUS: UNARY_BWD_LOOP(sigmoid_f(x[i])) break;
+    default: UNARY_BWD_LOOP(1.0f / (x[i] * (1.0f - x[i]))) break;
     }
 }
 

@@ -76,7 +76,7 @@ dfl_status dfl_flow_preset(dfl_flow_kind k, int channels, int height, int width,
         } else {
             cfg->scales = 2;
             cfg->blocks = 2;
-            cfg->net_width = 32;
+            cfg->net_width = 16; /* 1x28x28: 214,799 parameters, ~1.5 s per batch-64 step on 1 core */
             cfg->logit_alpha = 0.05f;
         }
         break;
@@ -91,7 +91,7 @@ dfl_status dfl_flow_preset(dfl_flow_kind k, int channels, int height, int width,
         } else {
             cfg->levels = 2;
             cfg->steps = 8;
-            cfg->net_width = 128;
+            cfg->net_width = 128; /* 1x28x28: 433,868 parameters, ~1.6 s per batch-64 step on 1 core */
             cfg->logit_alpha = 0.05f;
         }
         break;
