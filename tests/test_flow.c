@@ -369,6 +369,103 @@ static void test_models_28(void **state)
     for (int k = 0; k < 3; k++) model_case((dfl_flow_kind)k, 1, 28, 28, 1, 0, NULL);
 }
 
+
+/* Parameter gradients of sum log p(x) through the whole flow against central differences on
+ * randomly chosen entries of every parameter tensor (the ops are checked one by one in
+ * test_ops_math; this checks their composition and that no parameter is left off the tape). */
+static void grad_case(dfl_flow_kind k, int C, int H, int W, void (*tweak)(dfl_flow_cfg *))
+{
+    dfl_flow_cfg cfg;
+    assert_int_equal(dfl_flow_preset(k, C, H, W, &cfg), DFL_OK);
+    if (tweak) tweak(&cfg);
+    int N = 3;
+    float *x;
+    dfl_flow *f = make_flow(&cfg, N, &x);
+    int vec = H == 0, sh[4] = {N, C, H, W};
+    dfl_params *ps = dfl_flow_params(f);
+    dfl_ctx *ctx = dfl_ctx_new();
+    dfl_params_zero_grad(ps);
+    dfl_tensor *lp = dfl_flow_log_prob(ctx, f, dfl_tensor_wrap(ctx, x, vec ? 2 : 4, sh));
+    assert_non_null(lp);
+    assert_int_equal(dfl_backward(ctx, dfl_sum(ctx, lp)), DFL_OK);
+    dfl_ctx_set_grad(ctx, 0);
+    int checked = 0;
+    for (int i = 0; i < ps->n; i++) {
+        dfl_tensor *t = ps->p[i].t;
+        for (int rep = 0; rep < 2; rep++) {
+            size_t e = dfl_rng_below(&g_rng, (uint32_t)t->n);
+            float keep = t->data[e];
+            double h = 1e-2 * fmax(0.1, fabs(keep)), L[2];
+            for (int sgn = 0; sgn < 2; sgn++) {
+                t->data[e] = keep + (float)(sgn ? -h : h);
+                dfl_ctx_reset(ctx);
+                dfl_tensor *l = dfl_flow_log_prob(ctx, f, dfl_tensor_wrap(ctx, x, vec ? 2 : 4, sh));
+                assert_non_null(l);
+                L[sgn] = 0;
+                for (int s = 0; s < N; s++) L[sgn] += l->data[s];
+            }
+            t->data[e] = keep;
+            double num = (L[0] - L[1]) / (2 * h), got = t->grad[e];
+            /* float32 forward: the difference quotient carries ~1e-6 |L| / h of rounding */
+            double tol = 2e-2 * fabs(num) + 5e-5 * (fabs(L[0]) + 1) / h;
+            if (!(fabs(num - got) <= tol)) {
+                print_error("%s %s[%zu]: grad %.6g, finite difference %.6g\n", dfl_flow_kind_name(k), ps->p[i].name, e, got, num);
+                fail();
+            }
+            checked++;
+        }
+    }
+    assert_true(checked >= 2 * ps->n);
+    dfl_ctx_free(ctx);
+    dfl_flow_free(f);
+    free(x);
+}
+
+static void test_param_grads(void **state)
+{
+    (void)state;
+    for (int k = 0; k < 3; k++) grad_case((dfl_flow_kind)k, 2, 0, 0, NULL);
+    grad_case(DFL_FLOW_REALNVP, 1, 4, 4, small_net);
+    grad_case(DFL_FLOW_GLOW, 1, 4, 4, small_net);
+    grad_case(DFL_FLOW_GLOW, 1, 4, 4, plain_glow);
+}
+
+/* A 2-D model's density integrates to 1 (reference/flows.md 3.2.5): midpoint rule on
+ * [-8, 8]^2 with step 1/15, at perturbed parameters. */
+static void test_density_integrates(void **state)
+{
+    (void)state;
+    for (int k = 0; k < 3; k++) {
+        dfl_flow_cfg cfg;
+        assert_int_equal(dfl_flow_preset((dfl_flow_kind)k, 2, 0, 0, &cfg), DFL_OK);
+        float *x;
+        dfl_flow *f = make_flow(&cfg, 4, &x);
+        const int M = 240;
+        const double lo = -8.0, step = 16.0 / M;
+        float *g = malloc((size_t)M * 2 * sizeof *g);
+        int sh[2] = {M, 2};
+        dfl_ctx *ctx = dfl_ctx_new();
+        dfl_ctx_set_grad(ctx, 0);
+        double mass = 0;
+        for (int i = 0; i < M; i++) {
+            for (int j = 0; j < M; j++) {
+                g[2 * j] = (float)(lo + (i + 0.5) * step);
+                g[2 * j + 1] = (float)(lo + (j + 0.5) * step);
+            }
+            dfl_ctx_reset(ctx);
+            dfl_tensor *lp = dfl_flow_log_prob(ctx, f, dfl_tensor_wrap(ctx, g, 2, sh));
+            assert_non_null(lp);
+            for (int j = 0; j < M; j++) mass += exp(lp->data[j]) * step * step;
+        }
+        print_message("%s 2-D: integral of the density on [-8, 8]^2 = %.5f\n", dfl_flow_kind_name((dfl_flow_kind)k), mass);
+        CHECK_CLOSE(mass, 1.0, 1e-2);
+        dfl_ctx_free(ctx);
+        dfl_flow_free(f);
+        free(g);
+        free(x);
+    }
+}
+
 /* ------------------------------------------------------------------ closed forms */
 
 static void test_base_densities(void **state)
@@ -699,6 +796,8 @@ int main(void)
         cmocka_unit_test(test_models_2d),
         cmocka_unit_test(test_models_images_small),
         cmocka_unit_test(test_models_28),
+        cmocka_unit_test(test_param_grads),
+        cmocka_unit_test(test_density_integrates),
         cmocka_unit_test(test_actnorm_init),
         cmocka_unit_test(test_invconv_lu),
         cmocka_unit_test(test_errors),
