@@ -87,6 +87,7 @@ dfl_status dfl_flow_preset(dfl_flow_kind k, int channels, int height, int width,
 /* Build a flow with fresh parameters drawn from rng. NULL + message on failure, naming the layer
  * (e.g. "glow.2.squeeze: height 7 is odd, cannot squeeze 2x2"). */
 dfl_flow *dfl_flow_new(const dfl_flow_cfg *cfg, dfl_rng *rng);
+/* Frees the flow, its layers, parameters and buffers (NULL is a no-op). */
 void dfl_flow_free(dfl_flow *f);
 /* Trainable parameters (what Adam updates); names are module paths. */
 dfl_params *dfl_flow_params(dfl_flow *f);
@@ -95,6 +96,7 @@ dfl_params *dfl_flow_params(dfl_flow *f);
  * dfl_flow_data_init; read by dfl_flow_initialized; present in every flow). Registered with
  * dfl_params_add (their grad is unused). Names distinct from the parameters'. */
 dfl_params *dfl_flow_buffers(dfl_flow *f);
+/* The configuration the flow was built from (owned by the flow). */
 const dfl_flow_cfg *dfl_flow_get_cfg(const dfl_flow *f);
 /* D = C*H*W for images, channels for vectors. */
 int dfl_flow_dim(const dfl_flow *f);
@@ -134,6 +136,8 @@ dfl_tensor *dfl_flow_inverse(dfl_ctx *ctx, dfl_flow *f, dfl_tensor *z, dfl_tenso
  * plus what dfl_model_info holds (arch, data, step, seed). Atomic write (dfl_safetensors_save).
  * Load rebuilds the flow from the config and checks every tensor (DFL_ERR_MISMATCH naming it). */
 dfl_status dfl_flow_save(const char *path, const dfl_flow *f, const dfl_model_info *info);
+/* Builds *f (the caller frees it with dfl_flow_free) from the checkpoint's config and loads every
+ * parameter and buffer; info (may be NULL) receives the metadata. Errors as described above. */
 dfl_status dfl_flow_load(const char *path, dfl_flow **f, dfl_model_info *info);
 /* 1 if the checkpoint at path is a flow checkpoint (method nice/realnvp/glow), 0 otherwise
  * (including unreadable: the caller's normal load reports the error). */
@@ -146,11 +150,14 @@ int dfl_flow_is_checkpoint(const char *path);
  * layer's input shape (N, D) or (N, C, H, W) (a squeeze's inverse takes its output shape).
  * NULL + message naming the layer on failure. */
 dfl_tensor *dfl_bij_forward(dfl_ctx *ctx, dfl_bijection *b, dfl_tensor *x, dfl_tensor **logdet);
+/* See dfl_bij_forward: z (the layer's output shape) -> x, *logdet the inverse's log-det (N). */
 dfl_tensor *dfl_bij_inverse(dfl_ctx *ctx, dfl_bijection *b, dfl_tensor *z, dfl_tensor **logdet);
 /* The layer's module path ("glow.0.3.invconv"). */
 const char *dfl_bij_name(const dfl_bijection *b);
-/* Layers of a flow in forward order (data -> latent); owned by the flow. */
+/* Number of layers of a flow. */
 int dfl_flow_nbij(const dfl_flow *f);
+/* Layer i (0 <= i < dfl_flow_nbij) in forward order (data -> latent), owned by the flow; NULL
+ * out of range. After a split layer the next layers take only its first ceil(C/2) channels. */
 dfl_bijection *dfl_flow_bij(dfl_flow *f, int i);
 
 /* Constructors of individual bijections. Each registers its parameters under "<name>.<param>"
@@ -223,6 +230,7 @@ dfl_bijection *dfl_bij_logit_new(const char *name, int C, int H, int W, float al
  * z2' = (z2 - mu) exp(-logsd), (mu, logsd) = zero-init conv3x3 of z1 ("<name>.conv.weight",
  * "<name>.conv.bias"; first C - c1 output channels mu, next logsd); log-det -sum logsd. */
 dfl_bijection *dfl_bij_split_new(const char *name, int C, int H, int W, dfl_params *ps);
+/* Frees a layer made by a dfl_bij_*_new constructor (not its parameters: they belong to ps). */
 void dfl_bij_free(dfl_bijection *b);
 
 /* Base log-density summed per sample: z (N, ...) -> (N). Differentiable. */

@@ -405,8 +405,8 @@ static dfl_tensor *actnorm_apply(dfl_ctx *ctx, dfl_bijection *b, dfl_tensor *x, 
 
 /* ------------------------------------------------------------------ invertible 1x1 conv */
 
-/* Random orthogonal C x C matrix: modified Gram-Schmidt QR of a Gaussian (columns), with the
- * signs of R's diagonal folded in so Q is Haar-distributed. */
+/* Random orthogonal C x C matrix: the Q of a QR factorisation of a Gaussian matrix (modified
+ * Gram-Schmidt on the columns; R then has a positive diagonal, so Q is Haar-distributed). */
 static void random_orthogonal(dfl_rng *rng, int C, double *Q)
 {
     for (int i = 0; i < C * C; i++) Q[i] = dfl_rng_normal(rng);
