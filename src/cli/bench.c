@@ -10,7 +10,7 @@
 #include "difflow/progress.h"
 
 static const char *BENCH_USAGE =
-    "usage: difflow bench [--preset toy-mlp|fmnist-unet-s] [--steps K] [--warmup W] [--batch B] [--threads N]\n"
+    "usage: difflow bench [--preset toy-mlp|fmnist-unet-s|fmnist-dit-s] [--steps K] [--warmup W] [--batch B] [--threads N]\n"
     "                     [--sample] [--json]\n"
     "\n"
     "Times K training steps (flow-matching loss, Adam) after W warmup steps on random data and prints\n"
@@ -31,10 +31,10 @@ int cmd_bench(int argc, char **argv)
     int steps = -1, warmup = -1, batch = -1, threads = 0, sample = 0, json = 0;
     uint64_t seed = 0;
     arg_spec specs[] = {
-        {"--preset", NULL, ARG_STR, &preset, "NAME", "toy-mlp or fmnist-unet-s", 0},
-        {"--steps", NULL, ARG_INT, &steps, "K", "timed steps (default 200 toy-mlp, 10 fmnist-unet-s; sampling: 1 run)", 0},
+        {"--preset", NULL, ARG_STR, &preset, "NAME", "toy-mlp, fmnist-unet-s or fmnist-dit-s", 0},
+        {"--steps", NULL, ARG_INT, &steps, "K", "timed steps (default 200 toy-mlp, 10 images; sampling: 1 run)", 0},
         {"--warmup", NULL, ARG_INT, &warmup, "W", "untimed warmup steps (default 20 / 2)", 0},
-        {"--batch", NULL, ARG_INT, &batch, "B", "batch (default 512 toy-mlp, 64 fmnist-unet-s, 256 sampling)", 0},
+        {"--batch", NULL, ARG_INT, &batch, "B", "batch (default 512 toy-mlp, 64 images, 256 sampling)", 0},
         {"--threads", NULL, ARG_INT, &threads, "N", "threads (0: all cores)", 0},
         {"--sample", NULL, ARG_BOOL, &sample, NULL, "time sampling instead of training", 0},
         {"--json", NULL, ARG_BOOL, &json, NULL, "print one JSON line", 0},
@@ -47,7 +47,7 @@ int cmd_bench(int argc, char **argv)
         fprintf(stderr, "difflow: error: %s (--preset)\n", dfl_last_error());
         return 2;
     }
-    int img = ac.arch == DFL_ARCH_UNET;
+    int img = ac.arch != DFL_ARCH_MLP;
     if (!args_find(specs, "--steps")->seen) steps = sample ? 1 : img ? 10 : 200;
     if (!args_find(specs, "--warmup")->seen) warmup = sample ? 0 : img ? 2 : 20;
     if (!args_find(specs, "--batch")->seen) batch = sample ? 256 : img ? 64 : 512;

@@ -1,7 +1,8 @@
-/* Backbones: toy-mlp and fmnist-unet-s, exactly the reference configurations of DESIGN
+/* Backbones: toy-mlp and fmnist-unet-s (the DiT lives in dit.c), exactly the reference configurations of DESIGN
  * section 13 (parameter names are the module paths of bench/peers/torch_models.py). */
 #include "difflow/nn.h"
 #include "difflow/ops.h"
+#include "nn/dit.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -32,6 +33,7 @@ struct dfl_net {
     resblock down[UNET_MAX_LEVELS][UNET_MAX_RES];
     resblock mid[2];
     resblock up[UNET_MAX_LEVELS][UNET_MAX_RES];
+    dfl_dit *dit; /* DiT (src/nn/dit.c) */
 };
 
 dfl_status dfl_arch_preset(const char *name, dfl_arch_cfg *c)
@@ -59,7 +61,11 @@ dfl_status dfl_arch_preset(const char *name, dfl_arch_cfg *c)
         c->t_scale = 1000.f;
         return DFL_OK;
     }
-    return dfl_fail(DFL_ERR_ARG, "unknown architecture preset '%s' (known: toy-mlp, fmnist-unet-s)", name);
+    if (strcmp(name, "fmnist-dit-s") == 0 || strcmp(name, "dit") == 0) {
+        dfl_dit_preset(c);
+        return DFL_OK;
+    }
+    return dfl_fail(DFL_ERR_ARG, "unknown architecture preset '%s' (known: toy-mlp, fmnist-unet-s, fmnist-dit-s)", name);
 }
 
 static dfl_status res_init(resblock *b, dfl_params *ps, dfl_rng *rng, int cin, int cout, int tdim,
@@ -92,6 +98,7 @@ static dfl_status validate_cfg(const dfl_arch_cfg *c)
             return dfl_fail(DFL_ERR_ARG, "mlp: invalid configuration (dim %d, hidden %d, depth %d)", c->dim, c->hidden, c->depth);
         return DFL_OK;
     }
+    if (c->arch == DFL_ARCH_DIT) return dfl_dit_validate(c);
     if (c->arch != DFL_ARCH_UNET) return dfl_fail(DFL_ERR_ARG, "unknown architecture %d", (int)c->arch);
     if (c->nlevels < 1 || c->nlevels > UNET_MAX_LEVELS || c->nres < 1 || c->nres > UNET_MAX_RES)
         return dfl_fail(DFL_ERR_ARG, "unet: invalid levels %d or ResBlocks %d", c->nlevels, c->nres);
@@ -127,6 +134,9 @@ dfl_net *dfl_net_new(const dfl_arch_cfg *cfg, dfl_rng *rng)
             st = dfl_linear_init(&n->mlp[i], ps, rng, in, out, p);
             in = out;
         }
+    } else if (cfg->arch == DFL_ARCH_DIT) {
+        n->dit = dfl_dit_new(cfg, ps, rng);
+        if (!n->dit) st = DFL_ERR_ARG;
     } else {
         int tdim = 2 * cfg->temb_dim; /* 128 */
         int C[UNET_MAX_LEVELS];
@@ -168,6 +178,7 @@ void dfl_net_free(dfl_net *net)
 {
     if (!net) return;
     dfl_params_free(&net->params);
+    dfl_dit_free(net->dit);
     free(net);
 }
 
@@ -256,9 +267,10 @@ dfl_tensor *dfl_net_forward(dfl_ctx *ctx, dfl_net *net, dfl_tensor *x, dfl_tenso
     }
     if (x->ndim != 4 || x->shape[1] != c->channels || x->shape[2] != c->height || x->shape[3] != c->width ||
         t->n != (size_t)x->shape[0]) {
-        dfl_fail(DFL_ERR_SHAPE, "unet: input %s does not match (N, %d, %d, %d) with N times",
+        dfl_fail(DFL_ERR_SHAPE, "%s: input %s does not match (N, %d, %d, %d) with N times", c->arch == DFL_ARCH_DIT ? "dit" : "unet",
                  dfl_shape_str(x, b1, sizeof b1), c->channels, c->height, c->width);
         return NULL;
     }
+    if (c->arch == DFL_ARCH_DIT) return dfl_dit_forward(ctx, net->dit, x, t);
     return unet_forward(ctx, net, x, t);
 }
