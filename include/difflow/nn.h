@@ -91,7 +91,7 @@ typedef struct {
 /* Reference configurations: "toy-mlp", "fmnist-unet-s" and "fmnist-dit-s" (alias "dit"):
  * DiT (Peebles & Xie 2023) on 28x28x1, patch 4 (7x7 = 49 tokens), D 128, 6 blocks, 4 heads of
  * 32, MLP ratio 4, 256-dim sinusoidal time embedding of 1000 t, 2-D RoPE with base 100
- * (1,882,768 parameters). DFL_ERR_ARG for an unknown name. */
+ * (1,867,664 parameters). DFL_ERR_ARG for an unknown name. */
 dfl_status dfl_arch_preset(const char *name, dfl_arch_cfg *cfg);
 
 /* Build a network with freshly initialised parameters drawn from rng. NULL on failure. */
