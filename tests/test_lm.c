@@ -1,0 +1,401 @@
+/* Tests of the byte-level Transformer LM (lm.h).
+ *
+ * - Loss at initialisation is ln 256 nats (to 0.1) for every positional encoding.
+ * - Causality: changing byte j leaves the logits at positions < j bit-identical (and changes
+ *   those at j), for every positional encoding.
+ * - Whole-model gradient: the tape gradient of the mean loss along a random unit direction of
+ *   every parameter tensor, and for single scalars, against central differences (rope, shaw,
+ *   t5, rope-linear; weights re-drawn larger so every path carries gradient).
+ * - eval_bpb scores every byte once: equals the windows summed by hand.
+ * - Checkpoint round trip gives bit-identical logits; config JSON round trip.
+ * - Sampling: the same seed gives the same bytes; top-k 1 is the argmax.
+ * - A tiny overfit: a 64-byte string repeated is learned to < 0.5 bits/byte.
+ * - Bad settings: odd rotary dim, odd head dim with RoPE, learned context beyond its table,
+ *   unknown posenc, learned lengths beyond the table at run time.
+ */
+#include "dfl_test.h"
+
+#include <stdint.h>
+#include <unistd.h>
+
+#include "difflow/core.h"
+#include "difflow/lm.h"
+#include "difflow/optim.h"
+
+static dfl_lm_cfg small_cfg(dfl_posenc p)
+{
+    dfl_lm_cfg c = dfl_lm_cfg_default();
+    c.posenc = p;
+    c.context = 32;
+    c.layers = 2;
+    c.dim = 32;
+    c.heads = 4;
+    return c;
+}
+
+static void test_init_loss(void **state)
+{
+    (void)state;
+    dfl_rng r;
+    dfl_rng_init(&r, 1);
+    uint8_t win[4 * 33];
+    for (size_t i = 0; i < sizeof win; i++) win[i] = (uint8_t)dfl_rng_below(&r, 256);
+    for (int p = 0; p < DFL_POSENC_COUNT; p++) {
+        dfl_lm_cfg c = small_cfg((dfl_posenc)p);
+        dfl_lm *m = dfl_lm_new(&c, &r);
+        assert_non_null(m);
+        dfl_ctx *ctx = dfl_ctx_new();
+        dfl_tensor *loss = dfl_lm_loss(ctx, m, win, 4, 32);
+        if (!loss) fail_msg("%s: %s", dfl_posenc_name((dfl_posenc)p), dfl_last_error());
+        if (!(fabs(loss->data[0] - log(256.0)) < 0.1))
+            fail_msg("%s: init loss %g, expected ln 256 = %g", dfl_posenc_name((dfl_posenc)p), loss->data[0], log(256.0));
+        dfl_ctx_free(ctx);
+        dfl_lm_free(m);
+    }
+}
+
+static void test_causal(void **state)
+{
+    (void)state;
+    dfl_rng r;
+    dfl_rng_init(&r, 2);
+    enum { T = 40, J = 23 };
+    int ids[T];
+    for (int t = 0; t < T; t++) ids[t] = (int)dfl_rng_below(&r, 256);
+    for (int p = 0; p < DFL_POSENC_COUNT; p++) {
+        dfl_lm_cfg c = small_cfg((dfl_posenc)p);
+        c.context = T;
+        dfl_lm *m = dfl_lm_new(&c, &r);
+        assert_non_null(m);
+        /* larger weights than at init so that every position mixes strongly */
+        dfl_params *ps = dfl_lm_params(m);
+        for (int i = 0; i < ps->n; i++)
+            for (size_t k = 0; k < ps->p[i].t->n; k++) ps->p[i].t->data[k] += 0.2f * dfl_rng_normal(&r);
+        dfl_ctx *ctx = dfl_ctx_new();
+        dfl_tensor *a = dfl_lm_logits(ctx, m, ids, 1, T);
+        assert_non_null(a);
+        float *la = malloc(a->n * sizeof *la);
+        memcpy(la, a->data, a->n * sizeof *la);
+        int ids2[T];
+        memcpy(ids2, ids, sizeof ids);
+        ids2[J] = (ids[J] + 77) % 256;
+        dfl_ctx_reset(ctx);
+        dfl_tensor *b = dfl_lm_logits(ctx, m, ids2, 1, T);
+        assert_non_null(b);
+        if (memcmp(la, b->data, (size_t)J * 256 * sizeof(float)))
+            fail_msg("%s: logits before position %d changed when byte %d changed", dfl_posenc_name((dfl_posenc)p), J, J);
+        int differs = 0;
+        for (int k = J * 256; k < (J + 1) * 256; k++) differs |= la[k] != b->data[k];
+        if (!differs) fail_msg("%s: logits at position %d ignore byte %d", dfl_posenc_name((dfl_posenc)p), J, J);
+        free(la);
+        dfl_ctx_free(ctx);
+        dfl_lm_free(m);
+    }
+}
+
+/* Mean next-byte cross-entropy of B windows of T + 1 bytes, from the model's float logits but
+ * reduced in double (finite differences then see the model's rounding only). */
+static double loss_at(dfl_lm *m, dfl_ctx *ctx, const uint8_t *win, int B, int T)
+{
+    dfl_ctx_reset(ctx);
+    int was = dfl_ctx_set_grad(ctx, 0);
+    int *ids = malloc((size_t)B * T * sizeof *ids);
+    for (int b = 0; b < B; b++)
+        for (int t = 0; t < T; t++) ids[b * T + t] = win[b * (T + 1) + t];
+    dfl_tensor *lg = dfl_lm_logits(ctx, m, ids, B, T);
+    dfl_ctx_set_grad(ctx, was);
+    assert_non_null(lg);
+    double tot = 0;
+    for (int b = 0; b < B; b++)
+        for (int t = 0; t < T; t++) {
+            const float *row = lg->data + ((size_t)b * T + t) * 256;
+            double mx = row[0], z = 0;
+            for (int i = 1; i < 256; i++) mx = row[i] > mx ? row[i] : mx;
+            for (int i = 0; i < 256; i++) z += exp(row[i] - mx);
+            tot += mx + log(z) - row[win[b * (T + 1) + t + 1]];
+        }
+    free(ids);
+    return tot / (B * T);
+}
+
+static void gradcheck_posenc(dfl_posenc p)
+{
+    dfl_rng r;
+    dfl_rng_init(&r, 3 + (uint64_t)p);
+    dfl_lm_cfg c = dfl_lm_cfg_default();
+    c.posenc = p;
+    c.context = 7;
+    c.layers = 2;
+    c.dim = 8;
+    c.heads = 2;
+    c.ffn = 16;
+    c.shaw_k = 2;
+    c.t5_buckets = 8;
+    c.t5_max_distance = 16;
+    dfl_lm *m = dfl_lm_new(&c, &r);
+    assert_non_null(m);
+    dfl_params *ps = dfl_lm_params(m);
+    for (int i = 0; i < ps->n; i++) /* O(1) weights: every path carries gradient */
+        for (size_t k = 0; k < ps->p[i].t->n; k++) ps->p[i].t->data[k] = 0.4f * dfl_rng_normal(&r);
+    enum { B = 2, T = 7 };
+    uint8_t win[B * (T + 1)];
+    for (size_t i = 0; i < sizeof win; i++) win[i] = (uint8_t)dfl_rng_below(&r, 6);
+    dfl_ctx *ctx = dfl_ctx_new();
+    dfl_params_zero_grad(ps);
+    dfl_tensor *loss = dfl_lm_loss(ctx, m, win, B, T);
+    assert_non_null(loss);
+    assert_int_equal(dfl_backward(ctx, loss), DFL_OK);
+    const double h = 1e-2;
+    int checked = 0;
+    for (int i = 0; i < ps->n; i++) {
+        dfl_tensor *t = ps->p[i].t;
+        /* a random unit direction over the whole tensor */
+        float *dir = malloc(t->n * sizeof *dir), *keep = malloc(t->n * sizeof *keep);
+        double nrm = 0, ana = 0;
+        for (size_t k = 0; k < t->n; k++) {
+            dir[k] = dfl_rng_normal(&r);
+            nrm += (double)dir[k] * dir[k];
+        }
+        nrm = sqrt(nrm);
+        memcpy(keep, t->data, t->n * sizeof *keep);
+        for (size_t k = 0; k < t->n; k++) {
+            dir[k] = (float)(dir[k] / nrm);
+            ana += (double)t->grad[k] * dir[k];
+        }
+        double side[2];
+        for (int s = 0; s < 2; s++) {
+            for (size_t k = 0; k < t->n; k++) t->data[k] = keep[k] + (s ? -1.f : 1.f) * (float)h * dir[k];
+            side[s] = loss_at(m, ctx, win, B, T);
+        }
+        memcpy(t->data, keep, t->n * sizeof *keep);
+        double num = (side[0] - side[1]) / (2 * h);
+        if (getenv("DFL_LM_VERBOSE")) fprintf(stderr, "%s %s: tape %.6g fd %.6g\n", dfl_posenc_name(p), ps->p[i].name, ana, num);
+        if (!(fabs(num - ana) <= 0.02 * fabs(num) + 1e-5))
+            fail_msg("%s: d loss / d %s along a random direction: tape %.6g, finite differences %.6g", dfl_posenc_name(p),
+                     ps->p[i].name, ana, num);
+        /* and one scalar of the tensor */
+        size_t k = dfl_rng_below(&r, (uint32_t)t->n);
+        float k0 = t->data[k];
+        t->data[k] = k0 + (float)h;
+        double lp = loss_at(m, ctx, win, B, T);
+        t->data[k] = k0 - (float)h;
+        double lm = loss_at(m, ctx, win, B, T);
+        t->data[k] = k0;
+        double n1 = (lp - lm) / (2 * h);
+        if (!(fabs(n1 - t->grad[k]) <= 0.02 * fabs(n1) + 1e-5))
+            fail_msg("%s: d loss / d %s[%zu]: tape %.6g, finite differences %.6g", dfl_posenc_name(p), ps->p[i].name, k,
+                     (double)t->grad[k], n1);
+        checked++;
+        free(dir);
+        free(keep);
+    }
+    assert_true(checked >= 20);
+    dfl_ctx_free(ctx);
+    dfl_lm_free(m);
+}
+
+static void test_gradcheck(void **state)
+{
+    (void)state;
+    gradcheck_posenc(DFL_POSENC_ROPE);
+    gradcheck_posenc(DFL_POSENC_SHAW);
+    gradcheck_posenc(DFL_POSENC_T5);
+    gradcheck_posenc(DFL_POSENC_ROPE_LINEAR);
+    gradcheck_posenc(DFL_POSENC_LEARNED);
+}
+
+static void test_eval_protocol(void **state)
+{
+    (void)state;
+    dfl_rng r;
+    dfl_rng_init(&r, 4);
+    dfl_lm_cfg c = small_cfg(DFL_POSENC_ALIBI);
+    dfl_lm *m = dfl_lm_new(&c, &r);
+    enum { N = 50, L = 16 };
+    uint8_t text[N];
+    for (int i = 0; i < N; i++) text[i] = (uint8_t)("the quick brown fox "[i % 20]);
+    dfl_ctx *ctx = dfl_ctx_new();
+    double bpb = 0;
+    size_t scored = 0;
+    assert_int_equal(dfl_lm_eval_bpb(ctx, m, text, N, L, 40, &bpb, &scored), DFL_OK);
+    assert_int_equal(scored, N - 1);
+    /* by hand: windows at 0, 16, 32 of 16 predictions, then 48 with 1 */
+    double nats = 0;
+    for (int s = 0; s < N - 1; s += L) {
+        int len = N - 1 - s < L ? N - 1 - s : L;
+        nats += loss_at(m, ctx, text + s, 1, len) * len;
+    }
+    CHECK_CLOSE(bpb, nats / (N - 1) / log(2.0), 1e-5);
+    /* L longer than the text: one window */
+    assert_int_equal(dfl_lm_eval_bpb(ctx, m, text, N, 4 * N, 4096, &bpb, NULL), DFL_OK);
+    CHECK_CLOSE(bpb, loss_at(m, ctx, text, 1, N - 1) / log(2.0), 1e-5);
+    dfl_ctx_free(ctx);
+    dfl_lm_free(m);
+}
+
+static void test_checkpoint_and_sampling(void **state)
+{
+    (void)state;
+    dfl_rng r;
+    dfl_rng_init(&r, 5);
+    dfl_lm_cfg c = small_cfg(DFL_POSENC_ROPE);
+    c.rope.layout = DFL_ROPE_HALF;
+    c.rope.rot_dim = 4;
+    c.rope.theta = 500;
+    dfl_lm *m = dfl_lm_new(&c, &r);
+    assert_non_null(m);
+    char path[] = "/tmp/test_lm_XXXXXX";
+    int fd = mkstemp(path);
+    assert_true(fd >= 0);
+    close(fd);
+    const char *extra[] = {"text", "/some/file.txt"};
+    assert_int_equal(dfl_lm_save(path, m, 17, extra, 1), DFL_OK);
+    dfl_lm *m2 = NULL;
+    long step = 0;
+    char *text = NULL;
+    assert_int_equal(dfl_lm_load(path, &m2, &step, &text), DFL_OK);
+    assert_int_equal(step, 17);
+    assert_string_equal(text, "/some/file.txt");
+    free(text);
+    const dfl_lm_cfg *c2 = dfl_lm_config(m2);
+    assert_int_equal(c2->posenc, DFL_POSENC_ROPE);
+    assert_int_equal(c2->rope.layout, DFL_ROPE_HALF);
+    assert_int_equal(c2->rope.rot_dim, 4);
+    CHECK_CLOSE(c2->rope.theta, 500, 0);
+    int ids[20];
+    for (int t = 0; t < 20; t++) ids[t] = (int)dfl_rng_below(&r, 256);
+    dfl_ctx *ctx = dfl_ctx_new();
+    dfl_tensor *a = dfl_lm_logits(ctx, m, ids, 1, 20);
+    float *la = malloc(a->n * sizeof *la);
+    memcpy(la, a->data, a->n * sizeof *la);
+    dfl_ctx_reset(ctx);
+    dfl_tensor *b = dfl_lm_logits(ctx, m2, ids, 1, 20);
+    assert_memory_equal(la, b->data, a->n * sizeof *la);
+    /* sampling: same seed, same bytes (beyond the context: 40 > 32 positions); top-k 1 = argmax */
+    dfl_lm_sample_cfg sc = {.temperature = 1.0, .top_k = 0, .window = 64};
+    uint8_t o1[40], o2[40];
+    dfl_rng s1, s2;
+    dfl_rng_init(&s1, 9);
+    dfl_rng_init(&s2, 9);
+    assert_int_equal(dfl_lm_generate(ctx, m, (const uint8_t *)"ab", 2, 40, &sc, &s1, o1, NULL, NULL), DFL_OK);
+    assert_int_equal(dfl_lm_generate(ctx, m2, (const uint8_t *)"ab", 2, 40, &sc, &s2, o2, NULL, NULL), DFL_OK);
+    assert_memory_equal(o1, o2, 40);
+    sc.top_k = 1;
+    uint8_t g[1];
+    assert_int_equal(dfl_lm_generate(ctx, m, (const uint8_t *)"ab", 2, 1, &sc, &s1, g, NULL, NULL), DFL_OK);
+    int pid[2] = {'a', 'b'};
+    dfl_ctx_reset(ctx);
+    dfl_tensor *lg = dfl_lm_logits(ctx, m, pid, 1, 2);
+    int best = 0;
+    for (int i = 1; i < 256; i++)
+        if (lg->data[256 + i] > lg->data[256 + best]) best = i;
+    assert_int_equal(g[0], best);
+    free(la);
+    dfl_ctx_free(ctx);
+    dfl_lm_free(m);
+    dfl_lm_free(m2);
+    remove(path);
+}
+
+static void test_overfit(void **state)
+{
+    (void)state;
+    const char *s = "Sixty-four bytes of text: the model has to learn them by heart.\n";
+    assert_int_equal(strlen(s), 64);
+    enum { N = 64 * 16, T = 32, B = 8 };
+    uint8_t text[N];
+    for (int i = 0; i < N; i++) text[i] = (uint8_t)s[i % 64];
+    dfl_rng r;
+    dfl_rng_init(&r, 6);
+    dfl_lm_cfg c = small_cfg(DFL_POSENC_ROPE);
+    c.context = T;
+    dfl_lm *m = dfl_lm_new(&c, &r);
+    dfl_adam opt;
+    dfl_adam_cfg ac = {.lr = 3e-3f, .beta1 = 0.9f, .beta2 = 0.99f, .eps = 1e-8f, .warmup = 10, .clip = 1.0f, .batch = B};
+    assert_int_equal(dfl_adam_init(&opt, dfl_lm_params(m), &ac), DFL_OK);
+    dfl_ctx *ctx = dfl_ctx_new();
+    uint8_t win[B * (T + 1)];
+    for (int step = 0; step < 300; step++) {
+        for (int b = 0; b < B; b++) {
+            int st = (int)dfl_rng_below(&r, N - T);
+            memcpy(win + b * (T + 1), text + st, T + 1);
+        }
+        dfl_ctx_reset(ctx);
+        dfl_params_zero_grad(dfl_lm_params(m));
+        dfl_tensor *loss = dfl_lm_loss(ctx, m, win, B, T);
+        assert_non_null(loss);
+        assert_int_equal(dfl_backward(ctx, loss), DFL_OK);
+        assert_int_equal(dfl_adam_step(&opt, NULL), DFL_OK);
+    }
+    double bpb = 0;
+    assert_int_equal(dfl_lm_eval_bpb(ctx, m, text, 64 * 4 + 1, T, 4096, &bpb, NULL), DFL_OK);
+    print_message("overfit: %.3f bits/byte after 300 steps\n", bpb);
+    if (!(bpb < 0.5)) fail_msg("overfit: %.3f bits/byte, expected < 0.5", bpb);
+    dfl_adam_free(&opt);
+    dfl_ctx_free(ctx);
+    dfl_lm_free(m);
+}
+
+static void test_bad_config(void **state)
+{
+    (void)state;
+    dfl_lm_cfg c = small_cfg(DFL_POSENC_ROPE);
+    c.rope.rot_dim = 5;
+    assert_int_equal(dfl_lm_cfg_check(&c), DFL_ERR_ARG);
+    c = small_cfg(DFL_POSENC_ROPE);
+    c.dim = 28; /* head dimension 7 */
+    assert_int_equal(dfl_lm_cfg_check(&c), DFL_ERR_ARG);
+    assert_non_null(strstr(dfl_last_error(), "7"));
+    c = small_cfg(DFL_POSENC_ALIBI);
+    c.dim = 28; /* fine without RoPE */
+    assert_int_equal(dfl_lm_cfg_check(&c), DFL_OK);
+    c = small_cfg(DFL_POSENC_LEARNED);
+    c.max_positions = 16;
+    assert_int_equal(dfl_lm_cfg_check(&c), DFL_ERR_ARG);
+    assert_non_null(strstr(dfl_last_error(), "learned table"));
+    c = small_cfg(DFL_POSENC_XPOS);
+    c.rope.scaling = DFL_ROPE_SCALE_NTK;
+    c.rope.factor = 2;
+    assert_int_equal(dfl_lm_cfg_check(&c), DFL_ERR_ARG);
+    dfl_posenc p;
+    assert_int_equal(dfl_posenc_parse("rotary", &p), DFL_ERR_ARG);
+    assert_int_equal(dfl_posenc_parse("rope-linear", &p), DFL_OK);
+    assert_int_equal(p, DFL_POSENC_ROPE_LINEAR);
+    /* run time: a learned model refuses lengths beyond its table, others do not */
+    dfl_rng r;
+    dfl_rng_init(&r, 7);
+    c = small_cfg(DFL_POSENC_LEARNED);
+    dfl_lm *m = dfl_lm_new(&c, &r);
+    assert_int_equal(dfl_lm_check_length(m, 32), DFL_OK);
+    assert_int_equal(dfl_lm_check_length(m, 33), DFL_ERR_ARG);
+    dfl_ctx *ctx = dfl_ctx_new();
+    int ids[64] = {0};
+    assert_null(dfl_lm_logits(ctx, m, ids, 1, 64));
+    double bpb;
+    uint8_t text[200] = {0};
+    assert_int_equal(dfl_lm_eval_bpb(ctx, m, text, 200, 64, 4096, &bpb, NULL), DFL_ERR_ARG);
+    assert_int_equal(dfl_lm_set_rope_scaling(m, DFL_ROPE_SCALE_NTK, 2.0), DFL_ERR_ARG);
+    dfl_lm_free(m);
+    c = small_cfg(DFL_POSENC_ROPE);
+    m = dfl_lm_new(&c, &r);
+    assert_int_equal(dfl_lm_set_rope_scaling(m, DFL_ROPE_SCALE_YARN, 4.0), DFL_OK);
+    assert_int_equal(dfl_lm_config(m)->rope.orig_ctx, 32);
+    assert_non_null(dfl_lm_logits(ctx, m, ids, 1, 64));
+    dfl_ctx_free(ctx);
+    dfl_lm_free(m);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_init_loss),
+        cmocka_unit_test(test_causal),
+        cmocka_unit_test(test_gradcheck),
+        cmocka_unit_test(test_eval_protocol),
+        cmocka_unit_test(test_checkpoint_and_sampling),
+        cmocka_unit_test(test_overfit),
+        cmocka_unit_test(test_bad_config),
+    };
+    dfl_set_threads(1); /* tiny models: thread start-up would dominate on a loaded machine */
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
