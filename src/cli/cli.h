@@ -13,6 +13,7 @@ int cmd_sample(int argc, char **argv);
 int cmd_info(int argc, char **argv);
 int cmd_bench(int argc, char **argv);
 int cmd_eval(int argc, char **argv);
+int cmd_lm(int argc, char **argv); /* difflow lm train|generate|eval (lm.c) */
 
 /* Writes samples x (n, ...) to `path`: a PNG grid for images, CSV ("x,y") or a density PNG for
  * 2-D points (chosen by the extension). */

@@ -41,6 +41,7 @@ int main(int argc, char **argv)
     if (!strcmp(c, "info")) return cmd_info(argc - 2, argv + 2);
     if (!strcmp(c, "bench")) return cmd_bench(argc - 2, argv + 2);
     if (!strcmp(c, "eval")) return cmd_eval(argc - 2, argv + 2);
+    if (!strcmp(c, "lm")) return cmd_lm(argc - 2, argv + 2);
     fprintf(stderr, "difflow: error: unknown command '%s' (commands: train, reflow, sample, info, eval, bench; see difflow --help)\n", c);
     return 2;
 }
