@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # Installs the Debian packages difflow needs, only those that are missing.
 # Build: cmake, a C compiler, OpenBLAS (OpenMP build), cJSON, libpng, zlib, cmocka (tests).
-# Data: dataset-fashion-mnist (IDX files under /usr/share/datasets/fashion-mnist).
+# Data: dataset-fashion-mnist (IDX files under /usr/share/datasets/fashion-mnist); fortunes (the
+# default text corpus of difflow lm, /usr/share/games/fortunes).
 # Tests: python3 and python3-venv (test fixtures only; difflow itself never runs Python).
 set -euo pipefail
 pkgs=(cmake gcc make pkg-config libopenblas-openmp-dev libcjson-dev libpng-dev zlib1g-dev libcmocka-dev
-      dataset-fashion-mnist python3 python3-venv)
+      dataset-fashion-mnist fortunes python3 python3-venv)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
