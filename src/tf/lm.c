@@ -594,9 +594,10 @@ dfl_status dfl_lm_load(const char *path, dfl_lm **out, long *step, char **meta_t
     if (st) return st;
     const char *fmt = dfl_st_meta(f, "format");
     if (!fmt || strcmp(fmt, "difflow-lm") != 0) {
+        st = dfl_fail(DFL_ERR_FORMAT, "%s: not a difflow language-model checkpoint (metadata format is '%.64s', not 'difflow-lm')",
+                      path, fmt ? fmt : "absent");
         dfl_st_close(f);
-        return dfl_fail(DFL_ERR_FORMAT, "%s: not a difflow language-model checkpoint (metadata format is '%s', not 'difflow-lm')",
-                        path, fmt ? fmt : "absent");
+        return st;
     }
     dfl_lm_cfg c;
     if (dfl_lm_cfg_from_json(dfl_st_meta(f, "config"), &c)) {

@@ -1,0 +1,98 @@
+#!/usr/bin/env bash
+# difflow lm: train tiny models (rope, learned) on a small text, seeded generation reproduces,
+# eval prints one row per length (n/a for learned beyond its table), --resume continues, and bad
+# input gets one "difflow: error:" line and a non-zero exit before any work.
+set -uo pipefail
+BIN="$1"
+T=$(mktemp -d /tmp/dfl_lm.XXXXXX)
+trap 'rm -rf "$T"' EXIT
+nfail=0
+source "$(dirname "$0")/lib.sh"
+fail() { echo "FAIL $*"; nfail=$((nfail+1)); }
+
+# A small text: 12 kB of varied lines (no dependence on installed corpora).
+python3 - "$T/text.txt" <<'PY'
+import sys, random
+r = random.Random(5)
+words = "the quick brown fox jumps over a lazy dog while seven wizards quietly hex jumbo vexing frogs".split()
+with open(sys.argv[1], "w") as f:
+    while f.tell() < 12000:
+        f.write(" ".join(r.choice(words) for _ in range(r.randint(3, 12))) + ".\n%\n")
+PY
+TINY=(--context 16 --layers 1 --dim 16 --heads 2 --batch 8 --lr 3e-3 --threads 1 --val-bytes 512)
+
+for pe in rope learned; do
+  "$BIN" lm train --text "$T/text.txt" --posenc "$pe" "${TINY[@]}" --steps 30 --out "$T/$pe" 2>"$T/$pe.log" \
+    || { fail "train $pe: $(tail -2 "$T/$pe.log")"; continue; }
+  for f in model.safetensors train_state.safetensors config.json log.csv; do
+    [ -s "$T/$pe/$f" ] || fail "train $pe: no $f"
+  done
+  grep -q "validation" "$T/$pe.log" || fail "train $pe: no validation line"
+  # the loss went down from ln 256 = 5.545 nats (to ~4 in 30 steps)
+  last=$(tail -1 "$T/$pe/log.csv" | cut -d, -f2)
+  python3 -c "import sys; sys.exit(0 if float('$last') < 5.0 else 1)" || fail "train $pe: loss $last did not drop below 5.0"
+  a=$("$BIN" lm generate --ckpt "$T/$pe/model.safetensors" --prompt "the " -n 80 --seed 7 --threads 1 2>/dev/null | od -An -tx1)
+  b=$("$BIN" lm generate --ckpt "$T/$pe/model.safetensors" --prompt "the " -n 80 --seed 7 --threads 1 2>/dev/null | od -An -tx1)
+  c=$("$BIN" lm generate --ckpt "$T/$pe/model.safetensors" --prompt "the " -n 80 --seed 8 --threads 1 2>/dev/null | od -An -tx1)
+  [ -n "$a" ] && [ "$a" = "$b" ] || fail "generate $pe: same seed gave different text"
+  [ "$a" != "$c" ] || fail "generate $pe: seeds 7 and 8 gave the same text"
+  n=$("$BIN" lm generate --ckpt "$T/$pe/model.safetensors" --prompt "the " -n 80 --seed 7 --threads 1 2>/dev/null | wc -c)
+  [ "$n" -eq 85 ] || fail "generate $pe: $n bytes, expected 4 + 80 + newline"
+  "$BIN" lm eval --ckpt "$T/$pe/model.safetensors" --threads 1 >"$T/$pe.eval" 2>/dev/null || fail "eval $pe: exit $?"
+  rows=$(grep -cE '^(16|32|64|128) ' "$T/$pe.eval")
+  [ "$rows" -eq 4 ] || fail "eval $pe: $rows length rows, expected 4: $(cat "$T/$pe.eval")"
+  echo "ok   $pe: trained, generated, evaluated"
+done
+# rope extrapolates: four numbers; learned: a number at 1x and n/a beyond its table.
+[ "$(grep -cE '^[0-9]+ +[0-9]x +[0-9]+\.[0-9]+$' "$T/rope.eval")" -eq 4 ] || fail "eval rope: not 4 numeric rows: $(cat "$T/rope.eval")"
+grep -qE '^16 +1x +[0-9]+\.[0-9]+$' "$T/learned.eval" || fail "eval learned: no number at 1x"
+[ "$(grep -c 'n/a (.*learned table' "$T/learned.eval")" -eq 3 ] || fail "eval learned: expected n/a at 2x, 4x, 8x: $(cat "$T/learned.eval")"
+# the eval bits/byte at 1x on the whole split is finite and below 8 (uniform)
+python3 - "$T/rope.eval" <<'PY' || fail "eval rope: 1x value not in (0, 8)"
+import sys
+v = [l.split() for l in open(sys.argv[1]) if l[:1].isdigit()]
+sys.exit(0 if 0 < float(v[0][2]) < 8 else 1)
+PY
+# zero-shot NTK scaling at eval time runs
+"$BIN" lm eval --ckpt "$T/rope/model.safetensors" --rope-scaling ntk --rope-factor 4 --bytes 300 --threads 1 >/dev/null 2>&1 \
+  || fail "eval rope with --rope-scaling ntk"
+
+# --resume continues to more steps; an existing run is refused without it.
+expect_error "existing run" "--resume" -- "$BIN" lm train --text "$T/text.txt" "${TINY[@]}" --steps 30 --out "$T/rope"
+"$BIN" lm train --text "$T/text.txt" "${TINY[@]}" --steps 40 --resume --out "$T/rope" 2>/dev/null || fail "resume"
+grep -q '^40,' "$T/rope/log.csv" || fail "resume: no step 40 in log.csv"
+
+# Ctrl-C: finishes the step, saves a checkpoint, exits 130.
+"$BIN" lm train --text "$T/text.txt" "${TINY[@]}" --steps 1000000 --out "$T/int" 2>"$T/int.log" &
+pid=$!
+for _ in $(seq 1 50); do grep -q "step" "$T/int.log" 2>/dev/null && break; sleep 0.1; done
+sleep 0.5
+kill -INT $pid
+wait $pid; rc=$?
+[ $rc -eq 130 ] || fail "SIGINT: exit $rc, expected 130"
+[ -s "$T/int/model.safetensors" ] || fail "SIGINT: no checkpoint"
+grep -q "interrupted" "$T/int.log" || fail "SIGINT: no message"
+
+# Bad input: one error line, non-zero exit, nothing trained.
+: > "$T/empty.txt"
+expect_error "empty text" "empty" -- "$BIN" lm train --text "$T/empty.txt" --out "$T/x1"
+expect_error "missing text" "$T/none.txt" -- "$BIN" lm train --text "$T/none.txt" --out "$T/x2"
+expect_error "directory as text" "directory" -- "$BIN" lm train --text "$T" --out "$T/x3"
+expect_error "text too short" "too few" -- "$BIN" lm train --text "$T/text.txt" --context 20000 --out "$T/x4"
+expect_error "unknown posenc" "--posenc" -- "$BIN" lm train --posenc rotary --text "$T/text.txt" --out "$T/x5"
+expect_error "learned table" "learned table" -- "$BIN" lm train --posenc learned --context 64 --max-positions 32 --text "$T/text.txt" --out "$T/x6"
+expect_error "odd head dim" "head dimension" -- "$BIN" lm train --posenc rope --dim 28 --heads 4 --text "$T/text.txt" --out "$T/x7"
+expect_error "odd rotary dim" "--rotary-dim" -- "$BIN" lm train --posenc rope --rotary-dim 7 --text "$T/text.txt" --out "$T/x8"
+expect_error "rotary dim > head" "rotary" -- "$BIN" lm train --posenc rope --rotary-dim 64 --text "$T/text.txt" --out "$T/x9"
+expect_error "rope flag on alibi" "--rope-theta" -- "$BIN" lm train --posenc alibi --rope-theta 500 --text "$T/text.txt" --out "$T/x10"
+expect_error "heads divide dim" "--heads" -- "$BIN" lm train --dim 30 --heads 4 --text "$T/text.txt" --out "$T/x11"
+expect_error "unknown lm command" "frob" -- "$BIN" lm frob
+expect_error "no ckpt" "--ckpt" -- "$BIN" lm generate
+expect_error "not an lm ckpt" "difflow-lm" -- "$BIN" lm eval --ckpt "$T/rope/train_state.safetensors"
+expect_error "learned window" "learned table" -- "$BIN" lm generate --ckpt "$T/learned/model.safetensors" --window 64
+expect_error "scaling on learned" "--rope-scaling" -- "$BIN" lm eval --ckpt "$T/learned/model.safetensors" --rope-scaling ntk --rope-factor 2
+expect_error "bad temperature" "--temperature" -- "$BIN" lm generate --ckpt "$T/rope/model.safetensors" --temperature 0
+for i in $(seq 1 11); do [ -e "$T/x$i" ] && fail "a refused run created $T/x$i"; done
+
+if [ $nfail -ne 0 ]; then echo "$nfail failure(s)"; exit 1; fi
+echo "all lm CLI checks passed"
