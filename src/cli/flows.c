@@ -80,7 +80,11 @@ dfl_status cli_flow_cfg_from_flags(const char *method, const cli_flow_flags *ff,
                                    int C, int H, int W, dfl_flow_cfg *cfg)
 {
     dfl_flow_kind k;
-    if (dfl_flow_kind_parse(method, &k)) return dfl_fail(DFL_ERR_ARG, "%s (--method)", dfl_last_error());
+    char why[512]; /* dfl_last_error() is the buffer dfl_fail writes: copy it first */
+    if (dfl_flow_kind_parse(method, &k)) {
+        snprintf(why, sizeof why, "%s", dfl_last_error());
+        return dfl_fail(DFL_ERR_ARG, "%s (--method)", why);
+    }
     int images = H > 0;
     unsigned bit = 1u << ((images ? 4 : 0) + (int)k);
     for (size_t i = 0; i < N_FLOW_FLAGS; i++) {
@@ -89,7 +93,10 @@ dfl_status cli_flow_cfg_from_flags(const char *method, const cli_flow_flags *ff,
             return dfl_fail(DFL_ERR_ARG, "%s applies to %s, not %s on %s (%s)", FLOW_FLAGS[i].flag, FLOW_FLAGS[i].who,
                             method, data, FLOW_FLAGS[i].flag);
     }
-    if (dfl_flow_preset(k, C, H, W, cfg)) return dfl_fail(DFL_ERR_ARG, "%s (--method)", dfl_last_error());
+    if (dfl_flow_preset(k, C, H, W, cfg)) {
+        snprintf(why, sizeof why, "%s", dfl_last_error());
+        return dfl_fail(DFL_ERR_ARG, "%s (--method)", why);
+    }
     static const struct {
         const char *flag;
         size_t off;
@@ -136,7 +143,10 @@ dfl_status cli_flow_cfg_from_flags(const char *method, const cli_flow_flags *ff,
     dfl_rng r;
     dfl_rng_init(&r, 0);
     dfl_flow *f = dfl_flow_new(cfg, &r);
-    if (!f) return dfl_fail(DFL_ERR_ARG, "%s (--method %s on %s)", dfl_last_error(), method, data);
+    if (!f) {
+        snprintf(why, sizeof why, "%s", dfl_last_error());
+        return dfl_fail(DFL_ERR_ARG, "%s (--method %s on %s)", why, method, data);
+    }
     dfl_flow_free(f);
     return DFL_OK;
 }

@@ -10,11 +10,11 @@ static void usage(FILE *f)
             "usage: difflow <command> [options]\n"
             "\n"
             "commands:\n"
-            "  train    train a model (default: flow matching on Fashion-MNIST) into runs/NAME/\n"
+            "  train    train a model (default: flow matching on Fashion-MNIST; also nice, realnvp, glow, cnf) into runs/NAME/\n"
             "  reflow   train the next rectified flow on (noise, sample) pairs of a flow-matching model\n"
             "  sample   draw samples from a checkpoint into a PNG grid (images) or CSV (2-D)\n"
             "  info     describe a checkpoint: architecture, method, step, tensors\n"
-            "  eval     test log-likelihood (nats, bits/dim) through the probability-flow ODE\n"
+            "  eval     test log-likelihood (nats, bits/dim): PF-ODE, or exact for normalizing flows\n"
             "  bench    training steps/s and sampling images/s of a reference configuration\n"
             "\n"
             "Run 'difflow <command> --help' for the options of a command.\n");

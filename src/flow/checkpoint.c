@@ -164,7 +164,9 @@ dfl_status dfl_flow_load(const char *path, dfl_flow **out, dfl_model_info *info)
     dfl_rng_init(&rng, 0);
     fl = dfl_flow_new(&c, &rng);
     if (!fl) {
-        st = dfl_fail(DFL_ERR_FORMAT, "%s: %s", path, dfl_last_error());
+        char why[512]; /* dfl_last_error() is the buffer dfl_fail writes: copy it first */
+        snprintf(why, sizeof why, "%s", dfl_last_error());
+        st = dfl_fail(DFL_ERR_FORMAT, "%s: %s", path, why);
         goto out;
     }
     dfl_params *ps = dfl_flow_params(fl), *bs = dfl_flow_buffers(fl);

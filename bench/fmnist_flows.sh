@@ -1,0 +1,64 @@
+#!/usr/bin/env bash
+# Fashion-MNIST normalizing-flow benchmark (issue 4): trains nice, realnvp and glow with
+# `difflow train --method M --data fashion-mnist`, then prints each model's exact test bits/dim
+# (`difflow eval --metric nll`, the first N_EVAL test images, dequantized with seed 0) and writes
+# 8x8 sample grids at temperature 1 and 0.7. Writes OUT/M/ (runs), OUT/grids/*.png, OUT/results.md.
+#
+#   bench/fmnist_flows.sh                       # each model's default budget (about 10 min on 2 cores)
+#   bench/fmnist_flows.sh --steps 3000          # the same step count for every model
+#   bench/fmnist_flows.sh --models "glow" --eval-n 10000
+#   bench/fmnist_flows.sh --steps 2 --eval-n 20 --out /tmp/flows-smoke   # smoke run
+#
+# Environment: BIN (default build/difflow), THREADS (0: all cores). The published MNIST-family
+# figures next to which docs/FLOWS.md puts the results are in ../shared/reference/flows.md 4.
+# Not a test: about 30 minutes on 2 cores with the defaults.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+BIN=${BIN:-build/difflow}
+THREADS=${THREADS:-0}
+STEPS=""
+MODELS="nice realnvp glow"
+N_EVAL=1000
+OUT=runs/bench-flows
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --steps) STEPS="$2"; shift 2 ;;
+    --models) MODELS="$2"; shift 2 ;;
+    --eval-n) N_EVAL="$2"; shift 2 ;;
+    --out) OUT="$2"; shift 2 ;;
+    -h|--help) sed -n '2,15p' "$0"; exit 0 ;;
+    *) echo "fmnist_flows.sh: unknown argument '$1' (see --help)" >&2; exit 2 ;;
+  esac
+done
+[ -x "$BIN" ] || tools/build.sh
+mkdir -p "$OUT/grids"
+RES="$OUT/results.md"
+{
+  echo "# Fashion-MNIST normalizing flows ($(date -u +%Y-%m-%d), --threads $THREADS of $(nproc) cores, test bits/dim on the first $N_EVAL test images)"
+  echo
+  echo "| model | configuration | parameters | steps | train s | test bits/dim | SE | grid (T = 1 / 0.7) |"
+  echo "|---|---|---|---|---|---|---|---|"
+} > "$RES"
+
+for m in $MODELS; do
+  run="$OUT/$m"
+  ck="$run/model.safetensors"
+  secs="(existing)"
+  if [ ! -f "$ck" ]; then
+    args=(--method "$m" --data fashion-mnist --out "$run" --samples 0 --threads "$THREADS")
+    [ -n "$STEPS" ] && args+=(--steps "$STEPS")
+    t0=$(date +%s.%N)
+    "$BIN" train "${args[@]}"
+    secs=$(python3 -c "import sys; print(f'{float(sys.argv[2]) - float(sys.argv[1]):.0f}')" "$t0" "$(date +%s.%N)")
+  fi
+  "$BIN" eval --ckpt "$ck" --metric nll -n "$N_EVAL" --seed 0 --threads "$THREADS" | tee "$run/eval.txt"
+  "$BIN" sample --ckpt "$ck" -n 64 --seed 0 --temperature 1 -o "$OUT/grids/$m-t1.png" --threads "$THREADS"
+  "$BIN" sample --ckpt "$ck" -n 64 --seed 0 --temperature 0.7 -o "$OUT/grids/$m-t0.7.png" --threads "$THREADS"
+  read -r bpd se < <(awk '/^bits\/dim/ {print $4, $5}' "$run/eval.txt")
+  cfg=$("$BIN" info --ckpt "$ck" | sed -n 's/^flow: *//p')
+  params=$("$BIN" info --ckpt "$ck" | sed -n 's/^parameters: *\([0-9]*\).*/\1/p')
+  step=$("$BIN" info --ckpt "$ck" | sed -n 's/^step: *//p')
+  echo "| $m | $cfg | $params | $step | $secs | $bpd | $se | grids/$m-t1.png, grids/$m-t0.7.png |" >> "$RES"
+done
+echo
+cat "$RES"
