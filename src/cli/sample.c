@@ -60,7 +60,11 @@ static const char *SAMPLE_USAGE =
     "Schedules: rho (EDM Eq. 5), uniform (in t), loguniform (in ln sigma/alpha), leading, trailing,\n"
     "linspace (DDPM timestep spacings over T = 1000, step j at t = t_max (j+1)/1000).\n"
     "Options that a sampler or schedule does not use are refused. The same checkpoint, flags and\n"
-    "seed give byte-identical output.";
+    "seed give byte-identical output.\n"
+    "Normalizing flows (nice, realnvp, glow checkpoints): one inverse pass from the base noise drawn\n"
+    "at --temperature T (z ~ T N(0, I), or T times a logistic for nice); only -n, --batch, --seed,\n"
+    "--temperature, -o and --threads apply. --temperature is refused for diffusion and flow-matching\n"
+    "checkpoints (cnf included): their stochastic samplers would undo a scaled start.";
 
 int cmd_sample(int argc, char **argv)
 {
