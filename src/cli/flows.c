@@ -154,13 +154,14 @@ dfl_status cli_flow_cfg_from_flags(const char *method, const cli_flow_flags *ff,
 void cli_flow_train_defaults(const char *method, int images, long *steps, int *batch, double *lr, int steps_seen,
                              int batch_seen, int lr_seen)
 {
-    /* Measured on 2 cores: see docs/FLOWS.md. Images: about 10 minutes per model. */
+    /* Images: about 10 minutes on 2 cores per model at batch 64 (docs/FLOWS.md: one step took
+     * 0.20 s (nice), 0.48 s (realnvp), 0.66 s (glow) of one core). 2-D: as the diffusion toys. */
     long s = 4000;
     int b = 512;
     double l = 1e-3;
     if (images) {
         b = 64;
-        s = !strcmp(method, "nice") ? 3000 : !strcmp(method, "realnvp") ? 1000 : 600;
+        s = !strcmp(method, "nice") ? 4800 : !strcmp(method, "realnvp") ? 2000 : 1500;
     }
     if (!steps_seen) *steps = s;
     if (!batch_seen) *batch = b;
