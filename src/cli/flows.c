@@ -292,8 +292,8 @@ static int cfg_equal(const dfl_flow_cfg *a, const dfl_flow_cfg *b)
            a->additive == b->additive && a->lu == b->lu && a->logit_alpha == b->logit_alpha;
 }
 
-int cli_flow_trainee_open(cli_trainee *t, const dfl_flow_cfg *cfg, const char *data, uint64_t seed, const char *p_model,
-                          int resume, dfl_model_info *ci)
+int cli_flow_trainee_open(cli_trainee *t, const dfl_flow_cfg *cfg, int flags_given, const char *data, uint64_t seed,
+                          const char *p_model, int resume, dfl_model_info *ci)
 {
     char msg[4096];
     flow_trainee *ft = calloc(1, sizeof *ft);
@@ -310,8 +310,8 @@ int cli_flow_trainee_open(cli_trainee *t, const dfl_flow_cfg *cfg, const char *d
     t->sample = flow_sample;
     t->free = flow_free;
     t->dequantize = 1;
-    cli_flow_describe(cfg, t->desc, sizeof t->desc);
     if (!resume) {
+        cli_flow_describe(cfg, t->desc, sizeof t->desc);
         dfl_rng init_rng;
         dfl_rng_init(&init_rng, seed ^ 0x5DEECE66Dull);
         ft->f = dfl_flow_new(cfg, &init_rng);
@@ -329,13 +329,17 @@ int cli_flow_trainee_open(cli_trainee *t, const dfl_flow_cfg *cfg, const char *d
         return 1;
     }
     const dfl_flow_cfg *have = dfl_flow_get_cfg(ft->f);
-    if (!cfg_equal(have, cfg) || strcmp(ci->data, data) != 0) {
+    /* Without flow flags the run keeps the checkpoint's architecture; with them it must match. */
+    int same = have->kind == cfg->kind && have->channels == cfg->channels && have->height == cfg->height &&
+               have->width == cfg->width && (!flags_given || cfg_equal(have, cfg));
+    if (!same || strcmp(ci->data, data) != 0) {
         char a[256], b[256];
         cli_flow_describe(have, a, sizeof a);
         cli_flow_describe(cfg, b, sizeof b);
         fprintf(stderr, "difflow: error: --resume: %s was trained as %s on %s, not %s on %s\n", p_model, a, ci->data, b, data);
         return 1;
     }
+    cli_flow_describe(have, t->desc, sizeof t->desc);
     return 0;
 }
 

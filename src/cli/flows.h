@@ -45,9 +45,10 @@ void cli_flow_train_defaults(const char *method, int images, long *steps, int *b
 /* One line: "realnvp: 8 affine couplings, MLP 2 x 128, normal base". */
 void cli_flow_describe(const dfl_flow_cfg *c, char *buf, size_t cap);
 /* The flow trainee: a new flow from cfg (parameters from seed), or on --resume the checkpoint's,
- * which must have the same cfg and data (its info into *ci). 0, or 1 after printing the error. */
-int cli_flow_trainee_open(struct cli_trainee *t, const dfl_flow_cfg *cfg, const char *data, uint64_t seed,
-                          const char *p_model, int resume, dfl_model_info *ci);
+ * which must have the same kind, data and (when flow flags were given) the same cfg; its info goes
+ * to *ci. 0, or 1 after printing the error. */
+int cli_flow_trainee_open(struct cli_trainee *t, const dfl_flow_cfg *cfg, int flags_given, const char *data,
+                          uint64_t seed, const char *p_model, int resume, dfl_model_info *ci);
 /* n samples at temperature T from one stream seeded by seed, `batch` at a time; a non-finite
  * sample is an error (DFL_ERR_NUMERIC). */
 dfl_status cli_flow_sample_chunked(dfl_ctx *ctx, dfl_flow *f, uint64_t seed, int n, int batch, double temperature,

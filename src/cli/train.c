@@ -723,7 +723,7 @@ int cmd_train(int argc, char **argv)
         fail_cli("out of memory");
         goto done;
     }
-    if (is_flow ? cli_flow_trainee_open(&t, &fcfg, o.data, o.seed, p_model, o.resume, &ci)
+    if (is_flow ? cli_flow_trainee_open(&t, &fcfg, cli_flow_flags_seen(specs), o.data, o.seed, p_model, o.resume, &ci)
                 : diff_trainee_open(&t, &proc, &ac, o.preset, o.method, o.data, o.seed, o.sample_steps, p_model, o.resume,
                                     &ci))
         goto done;
