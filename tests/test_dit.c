@@ -54,17 +54,18 @@ static void test_preset(void **state)
     dfl_net *net = dfl_net_new(&c, &r);
     assert_non_null(net);
     dfl_params *ps = dfl_net_params(net);
-    /* D = 128, F = 1*4*4 = 16, temb 256, MLP 512, 6 blocks of qkv, proj, fc1, fc2, adaLN (6D). */
-    size_t D = 128, F = 16, blk = (D * 3 * D + 3 * D) + (D * D + D) + (D * 4 * D + 4 * D) + (4 * D * D + D) + (D * 6 * D + 6 * D);
+    /* D = 192, F = 1*4*4 = 16, temb 256, MLP 768, 6 blocks of qkv, proj, fc1, fc2, adaLN (6D). */
+    size_t D = 192, F = 16, blk = (D * 3 * D + 3 * D) + (D * D + D) + (D * 4 * D + 4 * D) + (4 * D * D + D) + (D * 6 * D + 6 * D);
     size_t want = (D * F + D) + (256 * D + D) + (D * D + D) + 6 * blk + (D * F + F) + (D * 2 * D + 2 * D);
     assert_int_equal(dfl_params_count(ps), want);
-    assert_int_equal(want, 1867664);
+    assert_int_equal(want, 4165456);
     dfl_tensor *w = dfl_params_find(ps, "x_embedder.proj.weight");
     assert_non_null(w);
     assert_int_equal(w->ndim, 4);
-    assert_int_equal(w->shape[0], 128);
+    assert_int_equal(w->shape[0], 192);
     assert_int_equal(w->shape[2], 4);
     assert_non_null(dfl_params_find(ps, "blocks.5.adaLN_modulation.1.weight"));
+    assert_null(dfl_params_find(ps, "blocks.6.adaLN_modulation.1.weight"));
     assert_non_null(dfl_params_find(ps, "final_layer.adaLN_modulation.1.bias"));
     assert_non_null(dfl_params_find(ps, "t_embedder.mlp.2.weight"));
     assert_string_equal(ps->p[0].name, "x_embedder.proj.weight");
@@ -75,7 +76,11 @@ static void test_preset(void **state)
     assert_null(dfl_net_new(&b, &r));
     assert_non_null(strstr(dfl_last_error(), "patch 3"));
     b = c;
-    b.heads = 8; /* head dim 16: fine */
+    b.posenc = (dfl_dit_posenc)7;
+    assert_null(dfl_net_new(&b, &r));
+    assert_non_null(strstr(dfl_last_error(), "positional encoding 7"));
+    b = c;
+    b.heads = 12; /* head dim 16: fine */
     dfl_net *ok = dfl_net_new(&b, &r);
     assert_non_null(ok);
     dfl_net_free(ok);

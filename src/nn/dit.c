@@ -47,7 +47,7 @@ void dfl_dit_preset(dfl_arch_cfg *c)
     c->channels = 1;
     c->height = c->width = 28;
     c->patch = 4;
-    c->hidden = 128;
+    c->hidden = 192;
     c->depth = 6;
     c->heads = 4;
     c->mlp_ratio = 4;
