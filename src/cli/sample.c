@@ -232,7 +232,7 @@ int cmd_sample(int argc, char **argv)
     const dfl_arch_cfg *ac = dfl_net_cfg(m.net);
     int ndim, shape[4];
     size_t per;
-    if (ac->arch == DFL_ARCH_UNET) {
+    if (ac->arch != DFL_ARCH_MLP) {
         ndim = 4;
         shape[1] = ac->channels;
         shape[2] = ac->height;

@@ -601,7 +601,7 @@ int cmd_train(int argc, char **argv)
             snprintf(msg, sizeof msg, "%s (--preset)", dfl_last_error());
             return fail_cli(msg);
         }
-        if ((ac.arch == DFL_ARCH_UNET) != is_images) {
+        if ((ac.arch != DFL_ARCH_MLP) != is_images) {
             snprintf(msg, sizeof msg, "preset '%s' does not fit data '%s' (--preset: fmnist-unet-s for images, toy-mlp for 2-D)",
                      o.preset, o.data);
             return fail_cli(msg);

@@ -31,7 +31,7 @@ char *dfl_model_config_json(const dfl_model *m, const dfl_model_info *info)
     cJSON_AddBoolToObject(o, "ot", p->fm_ot != 0);
     cJSON_AddStringToObject(o, "data", info->data);
     cJSON_AddStringToObject(o, "data_transform",
-                            dfl_net_cfg(m->net)->arch == DFL_ARCH_UNET ? "x = v/127.5 - 1 (8-bit pixels to [-1, 1])" : "none (2-D points)");
+                            dfl_net_cfg(m->net)->arch != DFL_ARCH_MLP ? "x = v/127.5 - 1 (8-bit pixels to [-1, 1])" : "none (2-D points)");
     cJSON_AddNumberToObject(o, "step", (double)info->step);
     char seed[32];
     snprintf(seed, sizeof seed, "%llu", (unsigned long long)info->seed);
