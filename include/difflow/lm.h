@@ -125,7 +125,8 @@ dfl_tensor *dfl_lm_loss(dfl_ctx *ctx, dfl_lm *m, const uint8_t *win, int B, int 
  * consecutive non-overlapping windows starting at 0, L, 2L, ... (the last one shorter); window
  * [s, s+len) predicts bytes s+1 .. s+len from the bytes before them inside the window, so every
  * byte 1..n-1 is scored exactly once, with between 1 and L bytes of context (the non-overlapping
- * protocol of Press et al. 2022). Up to max(1, batch_tokens / L) windows per forward.
+ * protocol of Press et al. 2022). Up to max(1, batch_tokens / L) windows per forward (for shaw
+ * also at most 2^22 / (H L^2), its per-layer score tensors being (B, H, L, L)).
  * *bpb = (sum of -ln p) / (n - 1) / ln 2; *scored = n - 1 (may be NULL).
  * Errors: n < 2 or L < 1 (DFL_ERR_ARG), dfl_lm_check_length, out of memory. */
 dfl_status dfl_lm_eval_bpb(dfl_ctx *ctx, dfl_lm *m, const uint8_t *text, size_t n, int L,

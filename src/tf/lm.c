@@ -456,6 +456,10 @@ dfl_status dfl_lm_eval_bpb(dfl_ctx *ctx, dfl_lm *m, const uint8_t *text, size_t 
     dfl_status st = dfl_lm_check_length(m, L);
     if (st) return st;
     int Bmax = batch_tokens / L > 1 ? batch_tokens / L : 1;
+    if (m->cfg.posenc == DFL_POSENC_SHAW) { /* Shaw keeps (B, H, L, L) scores and probabilities per layer */
+        long cap = (1L << 22) / ((long)m->cfg.heads * L * L);
+        if (Bmax > cap) Bmax = cap > 1 ? (int)cap : 1;
+    }
     uint8_t *win = malloc((size_t)Bmax * (L + 1));
     if (!win) return dfl_fail(DFL_ERR_NOMEM, "lm eval: out of memory");
     int was = dfl_ctx_set_grad(ctx, 0);
