@@ -68,7 +68,7 @@ dfl_status dfl_flow_kind_parse(const char *name, dfl_flow_kind *k);
 const char *dfl_flow_kind_name(dfl_flow_kind k);
 
 /* Defaults of a kind for data of shape (channels, height, width) (height = width = 0: vectors).
- *   nice     vectors: 4 additive couplings, MLP 3 x 128 ReLU, scaling layer, logistic base.
+ *   nice     vectors: 8 additive couplings, MLP 3 x 128 ReLU, scaling layer, logistic base.
  *            images:  4 additive couplings, MLP 5 x 1000 ReLU (NICE paper, MNIST), scaling layer,
  *                     logistic base, no logit preprocessing (the flow models [-1, 1) directly).
  *   realnvp  vectors: 8 affine couplings, alternating halves, MLP 2 x 128 (net_width x depth), normal base.
@@ -186,9 +186,9 @@ typedef enum {
 
 /* Conditioner network of a coupling. The conv nets' last layer is zero-initialised, so every
  * image coupling starts as the identity (Glow Sec. 3.3). The MLP's last layer gets PyTorch's
- * default init times 0.1 instead: on 2-D data symmetric in x_b given x_a (8 gaussians) the
- * identity is a stationary point of the likelihood that a zero-initialised additive (NICE)
- * coupling never leaves. */
+ * default init (additive couplings) or 0.1 of it (affine) instead: on 2-D data symmetric in x_b
+ * given x_a (8 gaussians) the identity is a stationary point of the likelihood that a
+ * zero-initialised additive (NICE) coupling never leaves. */
 typedef enum {
     DFL_NET_MLP = 0,    /* vectors: depth x (Linear(hidden) + ReLU), Linear out */
     DFL_NET_RESNET = 1, /* images: conv3x3(width), `depth` residual blocks h += conv3(relu(conv3(relu h))),

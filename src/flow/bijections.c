@@ -72,17 +72,17 @@ static void zero_tensor(dfl_tensor *t) { memset(t->data, 0, t->n * sizeof(float)
 
 /* ------------------------------------------------------------------ conditioner networks */
 
-/* Output layer of a coupling MLP: PyTorch's default init times MLP_OUT_SCALE, not zero. On
- * data symmetric under x_b -> -x_b given x_a (8 gaussians) a zero output layer is a saddle of
- * the likelihood: the gradient of the shift, E[d log p/d y_b * h(x_a)], vanishes, and an
- * additive (NICE) coupling never leaves the identity (measured: NICE stuck at -4.36 nats on
- * 8gaussians with zero init). */
-#ifndef MLP_OUT_SCALE
-#define MLP_OUT_SCALE 0.1f
-#endif
+/* Output layer of a coupling MLP: PyTorch's default init times out_scale, not zero. On data
+ * symmetric under x_b -> -x_b given x_a (8 gaussians) a zero output layer is a stationary point
+ * of the likelihood: the gradient of the shift, E[d log p/d y_b * h(x_a)], vanishes, and an
+ * additive (NICE) coupling never leaves the identity (measured: NICE at -4.36 nats on
+ * 8gaussians, the best scaled logistic). Additive couplings take the full default init (NICE's
+ * released code initialises every layer at random), affine ones 0.1 of it. Measured on
+ * 8gaussians, 8 couplings of 3 x 128, 4000 Adam steps at 1e-3, batch 256: out_scale 1 reaches
+ * -3.21..-3.28 nats, out_scale 0.1 stays at -4.36. */
 
 static dfl_status net_init(cnet *n, const char *prefix, dfl_net_kind kind, int vec, int cin, int cout,
-                           int hidden, int depth, dfl_params *ps, dfl_rng *rng)
+                           int hidden, int depth, float out_scale, dfl_params *ps, dfl_rng *rng)
 {
     char p[200];
     dfl_status st = DFL_OK;
@@ -97,10 +97,10 @@ static dfl_status net_init(cnet *n, const char *prefix, dfl_net_kind kind, int v
             st = dfl_linear_init(&n->lin[i], ps, rng, in, out, p);
             in = out;
         }
-        if (!st) { /* small but not zero: see the comment on MLP_OUT_SCALE */
+        if (!st) { /* small but not zero: see above */
             dfl_tensor *w = n->lin[depth].weight, *bb = n->lin[depth].bias;
-            for (size_t i = 0; i < w->n; i++) w->data[i] *= MLP_OUT_SCALE;
-            for (size_t i = 0; i < bb->n; i++) bb->data[i] *= MLP_OUT_SCALE;
+            for (size_t i = 0; i < w->n; i++) w->data[i] *= out_scale;
+            for (size_t i = 0; i < bb->n; i++) bb->data[i] *= out_scale;
         }
         n->nl = depth + 1;
         return st;
@@ -201,7 +201,8 @@ dfl_bijection *dfl_bij_coupling_new(const char *name, int C, int H, int W, dfl_m
     int mult = kind == DFL_COUPLING_ADDITIVE ? 1 : 2;
     char p[160];
     snprintf(p, sizeof p, "%s.net", name);
-    if (net_init(&b->net, p, net, vec, b->ca, mult * b->cb, hidden, net_depth, ps, rng)) {
+    if (net_init(&b->net, p, net, vec, b->ca, mult * b->cb, hidden, net_depth,
+                 kind == DFL_COUPLING_ADDITIVE ? 1.0f : 0.1f, ps, rng)) {
         char msg[512];
         snprintf(msg, sizeof msg, "%s", dfl_last_error());
         dfl_fail(DFL_ERR_ARG, "%s", msg);
