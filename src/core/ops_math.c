@@ -23,16 +23,23 @@ static inline float sigmoid_f(float v)
     return e / (1.0f + e);
 }
 
-/* One loop per map (the switch outside the loop) so the simple ones (ReLU, exp' = y, tanh',
- * sigmoid') vectorise. */
-#define UNARY_LOOP(EXPR)                                                  \
-    _Pragma("omp parallel for schedule(static) if (n > PAR_MIN)")         \
-    for (long i = 0; i < n; i++) {                                        \
-        float v = x[i];                                                   \
-        y[i] = (EXPR);                                                    \
+/* One loop per map (the switch outside the loop), in a non-inlined function with restrict
+ * pointers called on chunks from the OpenMP loop (GCC drops restrict in outlined OpenMP bodies),
+ * so the simple maps (ReLU, exp' = y, tanh', sigmoid') vectorise. */
+#define CHUNK 8192L
+#if defined(__GNUC__)
+#define NOINLINE __attribute__((noinline))
+#else
+#define NOINLINE
+#endif
+
+#define UNARY_LOOP(EXPR)                  \
+    for (long i = 0; i < n; i++) {        \
+        float v = x[i];                   \
+        y[i] = (EXPR);                    \
     }
 
-static void unary_fwd(int op, const float *restrict x, float *restrict y, long n)
+NOINLINE static void unary_fwd_run(int op, const float *restrict x, float *restrict y, long n)
 {
     switch (op) {
     case U_EXP: UNARY_LOOP(expf(v)) break;
@@ -46,25 +53,41 @@ static void unary_fwd(int op, const float *restrict x, float *restrict y, long n
 }
 
 /* dx[i] += dy[i] * f'(x[i]), with f' written from x, or y = f(x) */
-#define UNARY_BWD_LOOP(DERIV)                                             \
-    _Pragma("omp parallel for schedule(static) if (n > PAR_MIN)")         \
+#define UNARY_BWD_LOOP(DERIV) \
     for (long i = 0; i < n; i++) dx[i] += dy[i] * (DERIV);
 
-static void unary_backward(dfl_ctx *ctx, dfl_node *nd)
+NOINLINE static void unary_bwd_run(int op, const float *restrict x, const float *restrict y,
+                                   const float *restrict dy, float *restrict dx, long n)
 {
-    float *restrict dx = dfl_grad_of(ctx, nd->in[0]);
-    if (!dx) return;
-    const float *restrict x = nd->in[0]->data, *restrict y = nd->out->data, *restrict dy = nd->out->grad;
-    long n = (long)nd->out->n;
-    switch (nd->iarg[0]) {
+    switch (op) {
     case U_EXP: UNARY_BWD_LOOP(y[i]) break;
     case U_LOG: UNARY_BWD_LOOP(1.0f / x[i]) break;
     case U_TANH: UNARY_BWD_LOOP(1.0f - y[i] * y[i]) break;
     case U_SIGMOID: UNARY_BWD_LOOP(y[i] * (1.0f - y[i])) break;
-    case U_RELU: UNARY_BWD_LOOP(x[i] > 0.0f ? 1.0f : 0.0f) break;
+    case U_RELU: /* a select, not a multiply by a 0/1 branch: vectorises */
+        for (long i = 0; i < n; i++) dx[i] += x[i] > 0.0f ? dy[i] : 0.0f;
+        break;
     case U_SOFTPLUS: UNARY_BWD_LOOP(sigmoid_f(x[i])) break;
     default: UNARY_BWD_LOOP(1.0f / (x[i] * (1.0f - x[i]))) break;
     }
+}
+
+static void unary_fwd(int op, const float *x, float *y, long n)
+{
+#pragma omp parallel for schedule(static) if (n > PAR_MIN)
+    for (long c = 0; c < n; c += CHUNK) unary_fwd_run(op, x + c, y + c, c + CHUNK < n ? CHUNK : n - c);
+}
+
+static void unary_backward(dfl_ctx *ctx, dfl_node *nd)
+{
+    float *dx = dfl_grad_of(ctx, nd->in[0]);
+    if (!dx) return;
+    const float *x = nd->in[0]->data, *y = nd->out->data, *dy = nd->out->grad;
+    long n = (long)nd->out->n;
+    int op = nd->iarg[0];
+#pragma omp parallel for schedule(static) if (n > PAR_MIN)
+    for (long c = 0; c < n; c += CHUNK)
+        unary_bwd_run(op, x + c, y + c, dy + c, dx + c, c + CHUNK < n ? CHUNK : n - c);
 }
 
 static dfl_tensor *unary(dfl_ctx *ctx, dfl_tensor *x, int op)
