@@ -1,4 +1,5 @@
-/* DiT backbone (src/nn/dit.c): preset size and names, patchify/unpatchify as exact inverses,
+/* DiT backbone (src/nn/dit.c): preset size and names (against PyTorch's state_dict), outputs
+ * against the PyTorch module (bench/peers/torch_models.py), patchify/unpatchify as exact inverses,
  * adaLN-Zero start (output exactly 0), backprop against finite differences at perturbed
  * parameters (both positional encodings), positions reaching the model, a short FM training run. */
 #include "dfl_test.h"
@@ -362,10 +363,88 @@ static void test_training_lowers_fm_loss(void **state)
     dfl_net_free(m.net);
 }
 
+/* Against PyTorch: bench/peers/torch_models.py's DiT (channels 2, size 8, patch 2, dim 16, depth 2,
+ * heads 2, mlp_ratio 2, freq_dim 16, rope_theta 10) run in float64 with every parameter, in
+ * state_dict order, set to 0.3 cos(1.3 k) (k counting scalars), x[i] = sin(0.37 i) (2x2x8x8),
+ * t = (0.125, 0.8125). Values at flat indices 0, 1, 17, 64, 100, 127, 128, 200, 255 and the sum of
+ * squares of the 256 outputs. */
+static void check_reference(dfl_dit_posenc pe, const double *want, double sumsq)
+{
+    dfl_arch_cfg c = small_cfg(pe);
+    dfl_rng r;
+    dfl_rng_init(&r, 1);
+    dfl_net *net = dfl_net_new(&c, &r);
+    dfl_params *ps = dfl_net_params(net);
+    assert_int_equal(dfl_params_count(ps), 8952);
+    long k = 0;
+    for (int i = 0; i < ps->n; i++)
+        for (size_t j = 0; j < ps->p[i].t->n; j++, k++) ps->p[i].t->data[j] = (float)(0.3 * cos(1.3 * (double)k));
+    int shape[4] = {2, 2, 8, 8};
+    float x[256], tv[2] = {0.125f, 0.8125f};
+    for (int i = 0; i < 256; i++) x[i] = (float)sin(0.37 * i);
+    dfl_ctx *ctx = dfl_ctx_new();
+    dfl_tensor *y = run(ctx, net, x, shape, tv);
+    assert_non_null(y);
+    static const int idx[9] = {0, 1, 17, 64, 100, 127, 128, 200, 255};
+    for (int i = 0; i < 9; i++) CHECK_CLOSE(y->data[idx[i]], want[i], 2e-5 * (1 + fabs(want[i])));
+    double ss = 0;
+    for (int i = 0; i < 256; i++) ss += (double)y->data[i] * y->data[i];
+    CHECK_REL(ss, sumsq, 2e-5);
+    dfl_ctx_free(ctx);
+    dfl_net_free(net);
+}
+
+static void test_matches_pytorch(void **state)
+{
+    (void)state;
+    static const double rope[9] = {2.07134165, 0.525108412, 0.44697449, 1.31749649, 1.35047523,
+                                   1.30479102, 2.12107168, 0.827917102, 1.32268903};
+    static const double sincos[9] = {1.65409735, 0.250161589, -0.0330305114, 0.833846615, 1.08789577,
+                                     1.20304658, 1.91823897, 0.999745024, 1.14180885};
+    check_reference(DFL_DIT_POS_ROPE2D, rope, 478.143935);
+    check_reference(DFL_DIT_POS_SINCOS, sincos, 256.414395);
+}
+
+/* Names and shapes equal the PyTorch module's state_dict (bench/peers/dit_keys.txt, written by
+ * bench/peers/torch_models.py), in the same order. */
+static void test_names_match_pytorch(void **state)
+{
+    (void)state;
+    dfl_arch_cfg c;
+    assert_int_equal(dfl_arch_preset("fmnist-dit-s", &c), DFL_OK);
+    dfl_rng r;
+    dfl_rng_init(&r, 1);
+    dfl_net *net = dfl_net_new(&c, &r);
+    dfl_params *ps = dfl_net_params(net);
+    char path[4096];
+    const char *src = getenv("DFL_SRC_DIR");
+    snprintf(path, sizeof path, "%s/bench/peers/dit_keys.txt", src ? src : "..");
+    FILE *f = fopen(path, "r");
+    if (!f) fail_msg("cannot open %s", path);
+    char line[512];
+    int i = 0;
+    while (fgets(line, sizeof line, f)) {
+        char name[256], shp[64], mine[64];
+        if (sscanf(line, "%255s %63s", name, shp) != 2) continue;
+        assert_true(i < ps->n);
+        if (strcmp(name, ps->p[i].name) != 0) fail_msg("tensor %d: torch '%s', difflow '%s'", i, name, ps->p[i].name);
+        dfl_tensor *t = ps->p[i].t;
+        int k = 0;
+        for (int d = 0; d < t->ndim; d++) k += snprintf(mine + k, sizeof mine - (size_t)k, d ? "x%d" : "%d", t->shape[d]);
+        if (strcmp(shp, mine) != 0) fail_msg("tensor %s: torch %s, difflow %s", name, shp, mine);
+        i++;
+    }
+    fclose(f);
+    assert_int_equal(i, ps->n);
+    dfl_net_free(net);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_preset),
+        cmocka_unit_test(test_names_match_pytorch),
+        cmocka_unit_test(test_matches_pytorch),
         cmocka_unit_test(test_patchify_roundtrip),
         cmocka_unit_test(test_zero_at_init),
         cmocka_unit_test(test_gradients_rope),

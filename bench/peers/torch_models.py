@@ -65,6 +65,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 UNET_PARAMS = 1_035_969
+DIT_PARAMS = 4_165_456
 MLP_PARAMS = 133_122
 
 
@@ -175,12 +176,171 @@ class UNet(nn.Module):
         return self.out_conv(F.silu(self.out_norm(h)))
 
 
+# ----------------------------------------------------------------------------- fmnist-dit-s
+
+def rope_2d(x, row, col, theta=100.0):
+    """2-D axial RoPE (src/tf/posenc.c dfl_rope_2d, interleaved layout, whole head): x (..., T, Dh);
+    pair i = lanes (2i, 2i+1); pairs i < Dh/4 rotate by row*theta_i, the others by
+    col*theta_(i - Dh/4), theta_j = theta^(-2j/(Dh/2))."""
+    dh = x.shape[-1]
+    half, q = dh // 2, dh // 4
+    j = torch.arange(q, dtype=torch.float64, device=x.device)
+    th = theta ** (-2.0 * j / half)
+    ang = torch.cat([row.double()[:, None] * th[None, :], col.double()[:, None] * th[None, :]], 1)
+    c, s = torch.cos(ang).to(x.dtype), torch.sin(ang).to(x.dtype)      # (T, Dh/2)
+    xa, xb = x[..., 0::2], x[..., 1::2]
+    return torch.stack([xa * c - xb * s, xa * s + xb * c], -1).flatten(-2)
+
+
+def sincos_2d(gh, gw, dim):
+    """DiT / MAE get_2d_sincos_pos_embed: features [0, D/2) from the column, [D/2, D) from the row,
+    each D/4 sines then D/4 cosines of pos * 10000^(-k/(D/4))."""
+    q = dim // 4
+    w = 10000.0 ** (-torch.arange(q, dtype=torch.float64) / q)
+    t = torch.arange(gh * gw)
+    parts = []
+    for pos in (t % gw, t // gw):
+        a = pos.double()[:, None] * w[None, :]
+        parts += [torch.sin(a), torch.cos(a)]
+    return torch.cat(parts, 1).float()
+
+
+class DiTAttention(nn.Module):
+    def __init__(self, dim, heads):
+        super().__init__()
+        self.heads = heads
+        self.qkv = nn.Linear(dim, 3 * dim)
+        self.proj = nn.Linear(dim, dim)
+
+    def forward(self, x, row, col, rope_theta):
+        n, t, d = x.shape
+        q, k, v = self.qkv(x).reshape(n, t, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)
+        if rope_theta is not None:
+            q, k = rope_2d(q, row, col, rope_theta), rope_2d(k, row, col, rope_theta)
+        o = F.scaled_dot_product_attention(q, k, v)
+        return self.proj(o.transpose(1, 2).reshape(n, t, d))
+
+
+class DiTMlp(nn.Module):
+    def __init__(self, dim, hidden):
+        super().__init__()
+        self.fc1 = nn.Linear(dim, hidden)
+        self.fc2 = nn.Linear(hidden, dim)
+
+    def forward(self, x):
+        return self.fc2(F.gelu(self.fc1(x), approximate="tanh"))
+
+
+def modulate(x, shift, scale):
+    return x * (1 + scale[:, None, :]) + shift[:, None, :]
+
+
+class DiTBlock(nn.Module):
+    def __init__(self, dim, heads, mlp_ratio):
+        super().__init__()
+        self.norm1 = nn.LayerNorm(dim, elementwise_affine=False, eps=1e-6)
+        self.attn = DiTAttention(dim, heads)
+        self.norm2 = nn.LayerNorm(dim, elementwise_affine=False, eps=1e-6)
+        self.mlp = DiTMlp(dim, mlp_ratio * dim)
+        self.adaLN_modulation = nn.Sequential(nn.SiLU(), nn.Linear(dim, 6 * dim))
+
+    def forward(self, x, c, row, col, rope_theta):
+        sh1, sc1, g1, sh2, sc2, g2 = self.adaLN_modulation(c).chunk(6, dim=1)
+        x = x + g1[:, None, :] * self.attn(modulate(self.norm1(x), sh1, sc1), row, col, rope_theta)
+        return x + g2[:, None, :] * self.mlp(modulate(self.norm2(x), sh2, sc2))
+
+
+class DiTFinalLayer(nn.Module):
+    def __init__(self, dim, out):
+        super().__init__()
+        self.norm_final = nn.LayerNorm(dim, elementwise_affine=False, eps=1e-6)
+        self.linear = nn.Linear(dim, out)
+        self.adaLN_modulation = nn.Sequential(nn.SiLU(), nn.Linear(dim, 2 * dim))
+
+    def forward(self, x, c):
+        shift, scale = self.adaLN_modulation(c).chunk(2, dim=1)
+        return self.linear(modulate(self.norm_final(x), shift, scale))
+
+
+class DiTTimeEmbed(nn.Module):
+    def __init__(self, freq_dim, dim):
+        super().__init__()
+        self.freq_dim = freq_dim
+        self.mlp = nn.Sequential(nn.Linear(freq_dim, dim), nn.SiLU(), nn.Linear(dim, dim))
+
+    def forward(self, t):
+        return self.mlp(sinusoidal_embedding(t, self.freq_dim))
+
+
+class DiTPatchEmbed(nn.Module):
+    def __init__(self, channels, dim, patch):
+        super().__init__()
+        self.proj = nn.Conv2d(channels, dim, patch, stride=patch)
+
+    def forward(self, x):
+        return self.proj(x).flatten(2).transpose(1, 2)      # (N, T, D), row-major grid
+
+
+class DiT(nn.Module):
+    """fmnist-dit-s (src/nn/dit.c; Peebles & Xie 2023 without the label embedder): patch 4 on
+    28x28x1 (49 tokens), D 192, 6 adaLN-Zero blocks of 4 heads, MLP ratio 4, 256-dim time
+    frequencies of 1000 t, 2-D RoPE base 100 on q and k (posenc "rope2d"), or DiT's fixed sin-cos
+    table added to the tokens ("sincos"), or nothing ("none")."""
+
+    def __init__(self, channels=1, size=28, patch=4, dim=192, depth=6, heads=4, mlp_ratio=4,
+                 freq_dim=256, posenc="rope2d", rope_theta=100.0):
+        super().__init__()
+        self.channels, self.size, self.patch = channels, size, patch
+        self.posenc, self.rope_theta = posenc, rope_theta
+        g = size // patch
+        self.x_embedder = DiTPatchEmbed(channels, dim, patch)
+        self.t_embedder = DiTTimeEmbed(freq_dim, dim)
+        self.blocks = nn.ModuleList([DiTBlock(dim, heads, mlp_ratio) for _ in range(depth)])
+        self.final_layer = DiTFinalLayer(dim, channels * patch * patch)
+        t = torch.arange(g * g)
+        self.register_buffer("row", t // g, persistent=False)
+        self.register_buffer("col", t % g, persistent=False)
+        self.register_buffer("pos_table", sincos_2d(g, g, dim), persistent=False)
+        self.initialize_weights()
+
+    def initialize_weights(self):
+        for m in self.modules():
+            if isinstance(m, nn.Linear):
+                nn.init.xavier_uniform_(m.weight)
+                nn.init.zeros_(m.bias)
+        w = self.x_embedder.proj.weight
+        nn.init.xavier_uniform_(w.view(w.shape[0], -1))
+        nn.init.zeros_(self.x_embedder.proj.bias)
+        for i in (0, 2):
+            nn.init.normal_(self.t_embedder.mlp[i].weight, std=0.02)
+        for b in self.blocks:
+            nn.init.zeros_(b.adaLN_modulation[-1].weight)
+            nn.init.zeros_(b.adaLN_modulation[-1].bias)
+        for m in (self.final_layer.adaLN_modulation[-1], self.final_layer.linear):
+            nn.init.zeros_(m.weight)
+            nn.init.zeros_(m.bias)
+
+    def forward(self, x, t):
+        n, p, g = x.shape[0], self.patch, self.size // self.patch
+        h = self.x_embedder(x)
+        if self.posenc == "sincos":
+            h = h + self.pos_table
+        c = self.t_embedder(t)                                # adaLN_modulation applies the SiLU
+        theta = self.rope_theta if self.posenc == "rope2d" else None
+        for b in self.blocks:
+            h = b(h, c, self.row, self.col, theta)
+        h = self.final_layer(h, c)                            # (N, T, C p p), feature (c, i, j)
+        h = h.reshape(n, g, g, self.channels, p, p).permute(0, 3, 1, 4, 2, 5)
+        return h.reshape(n, self.channels, g * p, g * p)
+
+
 # ----------------------------------------------------------------------------- presets
 
 PRESETS = {
     # data shape (without batch), train batch, Adam lr
     "toy-mlp": dict(shape=(2,), batch=512, lr=1e-3),
     "fmnist-unet-s": dict(shape=(1, 28, 28), batch=64, lr=2e-4),
+    "fmnist-dit-s": dict(shape=(1, 28, 28), batch=64, lr=2e-4),
 }
 
 
@@ -197,6 +357,10 @@ def build(preset):
         m = UNet()
         n = count_params(m)
         assert n == UNET_PARAMS, f"fmnist-unet-s has {n} parameters, expected {UNET_PARAMS}"
+    elif preset == "fmnist-dit-s":
+        m = DiT()
+        n = count_params(m)
+        assert n == DIT_PARAMS, f"fmnist-dit-s has {n} parameters, expected {DIT_PARAMS}"
     else:
         raise ValueError(f"unknown preset {preset!r}")
     return m
@@ -248,4 +412,9 @@ if __name__ == "__main__":
     assert y.shape == (2, 1, 28, 28)
     dump_keys(unet, os.path.join(here, "unet_keys.txt"))
     dump_keys(mlp, os.path.join(here, "mlp_keys.txt"))
-    print("wrote unet_keys.txt, mlp_keys.txt")
+    dit = build("fmnist-dit-s")
+    print("fmnist-dit-s params:", count_params(dit))
+    y = dit(torch.randn(2, 1, 28, 28), torch.rand(2))
+    assert y.shape == (2, 1, 28, 28) and torch.all(y == 0)   # adaLN-Zero start
+    dump_keys(dit, os.path.join(here, "dit_keys.txt"))
+    print("wrote unet_keys.txt, mlp_keys.txt, dit_keys.txt")
