@@ -3,6 +3,7 @@
  * adaLN-Zero start (output exactly 0), backprop against finite differences at perturbed
  * parameters (both positional encodings), positions reaching the model, a short FM training run. */
 #include "dfl_test.h"
+#include "dfl_keys.h"
 
 #include "difflow/gen.h"
 #include "difflow/nn.h"
@@ -415,27 +416,7 @@ static void test_names_match_pytorch(void **state)
     dfl_rng r;
     dfl_rng_init(&r, 1);
     dfl_net *net = dfl_net_new(&c, &r);
-    dfl_params *ps = dfl_net_params(net);
-    char path[4096];
-    const char *src = getenv("DFL_SRC_DIR");
-    snprintf(path, sizeof path, "%s/bench/peers/dit_keys.txt", src ? src : "..");
-    FILE *f = fopen(path, "r");
-    if (!f) fail_msg("cannot open %s", path);
-    char line[512];
-    int i = 0;
-    while (fgets(line, sizeof line, f)) {
-        char name[256], shp[64], mine[64];
-        if (sscanf(line, "%255s %63s", name, shp) != 2) continue;
-        assert_true(i < ps->n);
-        if (strcmp(name, ps->p[i].name) != 0) fail_msg("tensor %d: torch '%s', difflow '%s'", i, name, ps->p[i].name);
-        dfl_tensor *t = ps->p[i].t;
-        int k = 0;
-        for (int d = 0; d < t->ndim; d++) k += snprintf(mine + k, sizeof mine - (size_t)k, d ? "x%d" : "%d", t->shape[d]);
-        if (strcmp(shp, mine) != 0) fail_msg("tensor %s: torch %s, difflow %s", name, shp, mine);
-        i++;
-    }
-    fclose(f);
-    assert_int_equal(i, ps->n);
+    dfl_check_keys(dfl_net_params(net), "dit_keys.txt");
     dfl_net_free(net);
 }
 

@@ -14,6 +14,7 @@
 #include "difflow/io.h"
 #include "difflow/nn.h"
 #include "difflow/ops.h"
+#include "dfl_keys.h"
 
 static void test_unet_param_count_and_names(void **state)
 {
@@ -28,32 +29,7 @@ static void test_unet_param_count_and_names(void **state)
     assert_int_equal(dfl_params_count(ps), 1035969); /* DESIGN section 13 */
     /* Names and shapes equal the PyTorch module's state_dict (bench/peers/unet_keys.txt, written
      * by bench/peers/torch_models.py), in the same order. */
-    char path[4096];
-    const char *src = getenv("DFL_SRC_DIR");
-    snprintf(path, sizeof path, "%s/bench/peers/unet_keys.txt", src ? src : "..");
-    FILE *f = fopen(path, "r");
-    assert_non_null(f);
-    char line[512];
-    int i = 0;
-    while (fgets(line, sizeof line, f)) {
-        char name[256], shp[64], mine[64];
-        if (sscanf(line, "%255s %63s", name, shp) != 2) continue;
-        assert_true(i < ps->n);
-        if (strcmp(name, ps->p[i].name) != 0) {
-            print_error("tensor %d: torch '%s', difflow '%s'\n", i, name, ps->p[i].name);
-            fail();
-        }
-        dfl_tensor *t = ps->p[i].t;
-        int k = 0;
-        for (int d = 0; d < t->ndim; d++) k += snprintf(mine + k, sizeof mine - (size_t)k, d ? "x%d" : "%d", t->shape[d]);
-        if (strcmp(shp, mine) != 0) {
-            print_error("tensor %s: torch %s, difflow %s\n", name, shp, mine);
-            fail();
-        }
-        i++;
-    }
-    fclose(f);
-    assert_int_equal(i, ps->n);
+    dfl_check_keys(ps, "unet_keys.txt");
     dfl_net_free(net);
 }
 
