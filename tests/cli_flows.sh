@@ -14,17 +14,16 @@
 # Settings: the cheapest measured to pass with margin (2 shared cores, one --threads 1 job per core;
 # CPU seconds train + eval):
 #   method   data        steps  lr    mean - bound (SE)   CPU s
-#   realnvp  moons        400   3e-3  -0.030 (0.015)       6 + 0   (300 steps: -0.030)
-#   realnvp  8gaussians   800   3e-3  -0.111 (0.020)      10 + 0   (500 steps: -0.143, at 1e-3: -0.178)
+#   realnvp  moons        400   3e-3  -0.027 (0.016)       5 + 0   (300 steps: -0.030)
+#   realnvp  8gaussians   800   3e-3  -0.113 (0.021)      10 + 0   (500 steps: -0.143, at 1e-3: -0.178)
 #   cnf      moons       1000   3e-3  -0.077 (0.015)       9 + 3   (600 steps: -0.167)
 #   cnf      8gaussians  1200   3e-3  -0.106 (0.020)      10 + 3
-#   nice     moons       1000   1e-3  -0.251 (0.016)      10 + 0   (500 steps at 3e-3: -0.340)
-# NICE on 8 gaussians is not asserted yet: the library zero-initialises the last layer of every
-# coupling network, and for data symmetric under x_b -> -x_b (8 gaussians) the expected gradient of
-# an additive coupling's shift is then exactly 0, a saddle that training leaves only by luck (loss
-# stuck at 2.18 nats/dim, mean - bound = -1.526, for 1000-2000 steps at lr 1e-3 and 3e-3, 4, 6 or 8
-# couplings; one 8-coupling run escaped to -0.766). NICE's own init (uniform +-0.01, reference/flows.md
-# 4) would fix it; add "nice 8gaussians ... 0.5 $G8" to JOBS then.
+#   nice     moons       1000   1e-3  -0.252 (0.016)      11 + 0   (500 steps at 3e-3: -0.340)
+#   nice     8gaussians  1500   3e-3  -0.363 (0.021)      11 + 0   with --couplings 12 --hidden 64 --depth 2
+#            (the 2-D preset, 4 couplings of 3 x 128: -0.688 at 1000 steps, -0.594 at 2500; 8 couplings
+#            of 2 x 128, 2000 steps: -0.425. Volume-preserving couplings and one global scale need many
+#            thin layers to carve 8 separate modes.)
+#   glow     moons        600   3e-3  -0.024 (0.016)       3 + 0   (not asserted; the resume check uses it)
 set -uo pipefail
 BIN="$1"
 T=$(mktemp -d /tmp/dfl_flows.XXXXXX)
@@ -66,6 +65,7 @@ G8=-2.8319    # FFJORD 8gaussians, quadrature
 JOBS=(
 "cnf     8gaussians 1200 3e-3 0.2 $G8"
 "cnf     moons      1000 3e-3 0.2 $MOONS"
+"nice    8gaussians 1500 3e-3 0.5 $G8 --couplings 12 --hidden 64 --depth 2"
 "nice    moons      1000 1e-3 0.5 $MOONS"
 "realnvp 8gaussians  800 3e-3 0.2 $G8"
 "realnvp moons       400 3e-3 0.2 $MOONS"
