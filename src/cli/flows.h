@@ -49,8 +49,9 @@ void cli_flow_describe(const dfl_flow_cfg *c, char *buf, size_t cap);
  * to *ci. 0, or 1 after printing the error. */
 int cli_flow_trainee_open(struct cli_trainee *t, const dfl_flow_cfg *cfg, int flags_given, const char *data,
                           uint64_t seed, const char *p_model, int resume, dfl_model_info *ci);
-/* n samples at temperature T from one stream seeded by seed, `batch` at a time; a non-finite
- * sample is an error (DFL_ERR_NUMERIC). */
+/* n samples at temperature T from one stream seeded by seed, consumed sample after sample and
+ * `batch` samples per inverse pass (so the result depends on batch only through floating-point
+ * summation order); a non-finite sample is an error (DFL_ERR_NUMERIC). */
 dfl_status cli_flow_sample_chunked(dfl_ctx *ctx, dfl_flow *f, uint64_t seed, int n, int batch, double temperature,
                                    float *x);
 /* cli_open_model for flows: validates --threads, applies it, loads the checkpoint; prints the
