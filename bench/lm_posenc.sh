@@ -19,7 +19,7 @@
 # Runs already in OUT/<posenc> with a model.safetensors are reused (delete OUT to retrain).
 set -euo pipefail
 BIN=${1:-build/difflow}
-POSENCS=${POSENCS:-"none learned sinusoidal shaw t5 alibi rope rope-linear xpos"}
+POSENCS=${POSENCS:-"none learned sinusoidal shaw t5 alibi rope rope-half rope-linear xpos"}
 STEPS=${STEPS:-600}
 CONTEXT=${CONTEXT:-128}
 LAYERS=${LAYERS:-4}
@@ -43,9 +43,11 @@ cell() { awk -v r="$2" '$2 == r { print ($3 == "n/a" ? "n/a" : $3) }' "$1"; }
 declare -A secs
 for pe in $POSENCS; do
   dir="$OUT/$pe"
+  flags=(--posenc "$pe")
+  [ "$pe" = rope-half ] && flags=(--posenc rope --rope-layout half)
   if [ ! -f "$dir/model.safetensors" ]; then
     t0=$(date +%s.%N)
-    "$BIN" lm train "${TEXTARG[@]}" --posenc "$pe" --context "$CONTEXT" --layers "$LAYERS" --dim "$DIM" --heads "$HEADS" \
+    "$BIN" lm train "${TEXTARG[@]}" "${flags[@]}" --context "$CONTEXT" --layers "$LAYERS" --dim "$DIM" --heads "$HEADS" \
       --steps "$STEPS" --batch "$BATCH" --lr "$LR" --seed "$SEED" --threads "$THREADS" --out "$dir" 2>"$dir.train.log" \
       || { echo "training $pe failed: $(tail -1 "$dir.train.log")" >&2; continue; }
     t1=$(date +%s.%N)
