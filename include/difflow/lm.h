@@ -47,6 +47,7 @@ typedef enum {
                                al. 2022), positions centred at T/2 as lucidrains' code */
 } dfl_posenc;
 
+/* Number of dfl_posenc values (they run 0 .. DFL_POSENC_COUNT - 1). */
 #define DFL_POSENC_COUNT 9
 
 /* Name of an encoding ("rope", ...); "?" for an unknown value. */
@@ -96,13 +97,18 @@ dfl_status dfl_lm_cfg_check(const dfl_lm_cfg *c);
 char *dfl_lm_cfg_json(const dfl_lm_cfg *c);
 dfl_status dfl_lm_cfg_from_json(const char *json, dfl_lm_cfg *c);
 
+/* A model: its resolved config (ffn, table size and RoPE orig_ctx filled in) and its parameters. */
 typedef struct dfl_lm dfl_lm;
 
 /* New model with parameters initialised as in the header comment from rng. NULL with the
  * message of dfl_lm_cfg_check, or DFL_ERR_NOMEM. */
 dfl_lm *dfl_lm_new(const dfl_lm_cfg *c, dfl_rng *rng);
+/* Frees the model and its parameters (NULL is a no-op). */
 void dfl_lm_free(dfl_lm *m);
+/* The parameter registry (names above), for the optimizer and checkpoints; owned by the model. */
 dfl_params *dfl_lm_params(dfl_lm *m);
+/* The resolved config (ffn = 4 D when 0 was given, max_positions = context when 0, rope.orig_ctx =
+ * context). */
 const dfl_lm_cfg *dfl_lm_config(const dfl_lm *m);
 /* Replaces the RoPE scaling (scaling, factor) of a built model, e.g. NTK or YaRN at evaluation
  * time; orig_ctx stays the training context. DFL_ERR_ARG (model unchanged) when the encoding has
@@ -163,12 +169,14 @@ dfl_status dfl_lm_save(const char *path, const dfl_lm *m, long step, const char 
  * of the "text" metadata value (NULL if absent). */
 dfl_status dfl_lm_load(const char *path, dfl_lm **out, long *step, char **meta_text);
 
+/* Where Debian's fortunes package keeps its text files (the default corpus). */
+#define DFL_FORTUNES_DIR "/usr/share/games/fortunes"
+
 /* Reads a text corpus: the file at path, or with path NULL the default corpus, Debian's
  * `fortunes` package: every regular file in DFL_FORTUNES_DIR except *.dat and *.u8, in name
  * order, concatenated (entries stay separated by their '%' lines). *data is malloc'd.
  * Errors: DFL_ERR_IO naming the path (unreadable, missing package), DFL_ERR_FORMAT for an empty
  * text. */
-#define DFL_FORTUNES_DIR "/usr/share/games/fortunes"
 dfl_status dfl_lm_corpus_load(const char *path, uint8_t **data, size_t *n);
 
 /* The validation split: bytes [floor(0.9 n), n) are validation, [0, floor(0.9 n)) training. */
