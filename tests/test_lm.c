@@ -6,6 +6,7 @@
  * - Whole-model gradient: the tape gradient of the mean loss along a random unit direction of
  *   every parameter tensor, and for single scalars, against central differences (rope, shaw,
  *   t5, rope-linear; weights re-drawn larger so every path carries gradient).
+ * - RoPE layouts: interleaved and half-split models agree after permuting W_q/W_k rows per head.
  * - eval_bpb scores every byte once: equals the windows summed by hand.
  * - Checkpoint round trip gives bit-identical logits; config JSON round trip.
  * - Sampling: the same seed gives the same bytes; top-k 1 is the argmax.
@@ -204,6 +205,70 @@ static void test_gradcheck(void **state)
     gradcheck_posenc(DFL_POSENC_LEARNED);
 }
 
+/* Reference 1.2: the interleaved and half-split layouts differ by a fixed permutation of each
+ * head's q/k lanes, so an interleaved model whose W_q, W_k rows (and biases) are permuted per head,
+ * row_half[h Dh + r Dh/2 + i] = row_inter[h Dh + 2i + r], gives the same logits with the half
+ * layout (W_v, W_o untouched). Partial rotary dims permute only the first rd lanes. */
+static void test_layout_equivalence(void **state)
+{
+    (void)state;
+    for (int rd = 8; rd >= 4; rd -= 4) {
+        dfl_rng r;
+        dfl_rng_init(&r, 8);
+        dfl_lm_cfg c = small_cfg(DFL_POSENC_ROPE); /* Dh = 8 */
+        c.rope.rot_dim = rd;
+        dfl_lm *mi = dfl_lm_new(&c, &r);
+        c.rope.layout = DFL_ROPE_HALF;
+        dfl_lm *mh = dfl_lm_new(&c, &r);
+        assert_non_null(mi);
+        assert_non_null(mh);
+        dfl_params *pi = dfl_lm_params(mi), *ph = dfl_lm_params(mh);
+        assert_int_equal(pi->n, ph->n);
+        int D = c.dim, Dh = D / c.heads;
+        for (int j = 0; j < pi->n; j++) {
+            dfl_tensor *a = pi->p[j].t, *b = ph->p[j].t;
+            for (size_t k = 0; k < a->n; k++) a->data[k] += 0.2f * dfl_rng_normal(&r); /* not the init */
+            const char *nm = pi->p[j].name;
+            int is_qk = strstr(nm, "attn.q.") || strstr(nm, "attn.k.");
+            int cols = a->ndim == 2 ? a->shape[1] : 1;
+            for (int row = 0; row < a->shape[0]; row++) {
+                int src = row;
+                if (is_qk) {
+                    int h = row / Dh, lane = row % Dh;
+                    if (lane < rd) src = h * Dh + 2 * (lane % (rd / 2)) + lane / (rd / 2);
+                }
+                memcpy(b->data + (size_t)row * cols, a->data + (size_t)src * cols, (size_t)cols * sizeof(float));
+            }
+        }
+        int ids[48];
+        for (int t = 0; t < 48; t++) ids[t] = (int)dfl_rng_below(&r, 256);
+        dfl_ctx *ctx = dfl_ctx_new();
+        dfl_tensor *la = dfl_lm_logits(ctx, mi, ids, 1, 48);
+        dfl_ctx *ctx2 = dfl_ctx_new();
+        dfl_tensor *lb = dfl_lm_logits(ctx2, mh, ids, 1, 48);
+        assert_non_null(la);
+        assert_non_null(lb);
+        double md = 0, mx = 0;
+        for (size_t k = 0; k < la->n; k++) {
+            md = fmax(md, fabs((double)la->data[k] - lb->data[k]));
+            mx = fmax(mx, fabs((double)la->data[k]));
+        }
+        if (!(md <= 1e-4 * mx)) fail_msg("rd %d: layouts differ by %g (max |logit| %g)", rd, md, mx);
+        /* without the permutation the half-layout model computes something else */
+        for (int j = 0; j < pi->n; j++)
+            memcpy(ph->p[j].t->data, pi->p[j].t->data, pi->p[j].t->n * sizeof(float));
+        dfl_ctx_reset(ctx2);
+        lb = dfl_lm_logits(ctx2, mh, ids, 1, 48);
+        md = 0;
+        for (size_t k = 0; k < la->n; k++) md = fmax(md, fabs((double)la->data[k] - lb->data[k]));
+        if (!(md > 1e-2 * mx)) fail_msg("rd %d: unpermuted layouts agree (%g): the check cannot fail", rd, md);
+        dfl_ctx_free(ctx);
+        dfl_ctx_free(ctx2);
+        dfl_lm_free(mi);
+        dfl_lm_free(mh);
+    }
+}
+
 static void test_eval_protocol(void **state)
 {
     (void)state;
@@ -391,6 +456,7 @@ int main(void)
         cmocka_unit_test(test_init_loss),
         cmocka_unit_test(test_causal),
         cmocka_unit_test(test_gradcheck),
+        cmocka_unit_test(test_layout_equivalence),
         cmocka_unit_test(test_eval_protocol),
         cmocka_unit_test(test_checkpoint_and_sampling),
         cmocka_unit_test(test_overfit),
