@@ -18,11 +18,10 @@
 #   realnvp  8gaussians   800   3e-3  -0.113 (0.021)      10 + 0   (500 steps: -0.143, at 1e-3: -0.178)
 #   cnf      moons       1000   3e-3  -0.077 (0.015)       9 + 3   (600 steps: -0.167)
 #   cnf      8gaussians  1200   3e-3  -0.106 (0.020)      10 + 3
-#   nice     moons       1000   1e-3  -0.252 (0.016)      11 + 0   (500 steps at 3e-3: -0.340)
-#   nice     8gaussians  1500   3e-3  -0.363 (0.021)      11 + 0   with --couplings 12 --hidden 64 --depth 2
-#            (the 2-D preset, 4 couplings of 3 x 128: -0.688 at 1000 steps, -0.594 at 2500; 8 couplings
-#            of 2 x 128, 2000 steps: -0.425. Volume-preserving couplings and one global scale need many
-#            thin layers to carve 8 separate modes.)
+#   nice     moons       1000   1e-3  -0.163 (0.016)      20 + 0   (2-D preset: 8 couplings of 3 x 128)
+#   nice     8gaussians  1500   3e-3  -0.302 (0.019)      11 + 0   with --couplings 12 --hidden 64 --depth 2
+#            (the preset, 1500 steps: -0.350 at 31 CPU s. Volume-preserving couplings and one global
+#            scale need many layers to carve 8 separate modes.)
 #   glow     moons        600   3e-3  -0.024 (0.016)       3 + 0   (not asserted; the resume check uses it)
 set -uo pipefail
 BIN="$1"
