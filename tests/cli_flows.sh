@@ -7,7 +7,8 @@
 #  2. A checkpoint reload gives the same log-likelihood to the last digit; a Glow run (ActNorm with
 #     data-dependent init) interrupted and resumed equals the uninterrupted run byte for byte, so the
 #     ActNorm "initialised" flag travels with the checkpoint and init never runs twice.
-#  3. sample --temperature: the same seed gives the same file; a lower temperature a narrower cloud.
+#  3. sample --temperature (flows, and a CNF with a deterministic sampler): the same seed gives the
+#     same file; a lower temperature a narrower cloud.
 #  4. Bad input: one "difflow: error:" line naming the flag/file/layer, non-zero exit, nothing
 #     overwritten.
 #
@@ -129,6 +130,22 @@ v05, v1 = tv(sys.argv[1]), tv(sys.argv[2])
 assert v05 < 0.8 * v1, (v05, v1)
 PY
 
+# CNF (flow matching) at temperature T: a deterministic sampler from x_T = T z.
+CNF="$T/cnf-moons/model.safetensors"
+"$BIN" sample --ckpt "$CNF" -n 500 --seed 5 --temperature 0.5 --threads 1 -o "$T/c05a.csv" >/dev/null
+"$BIN" sample --ckpt "$CNF" -n 500 --seed 5 --temperature 0.5 --threads 1 -o "$T/c05b.csv" >/dev/null
+"$BIN" sample --ckpt "$CNF" -n 500 --seed 5 --threads 1 -o "$T/c1.csv" >/dev/null
+check "cnf: same seed and temperature: identical samples" cmp -s "$T/c05a.csv" "$T/c05b.csv"
+check "cnf: temperature 0.5 draws a narrower cloud than 1" python3 - "$T/c05a.csv" "$T/c1.csv" <<'PY'
+import sys, csv
+def tv(p):
+    pts = [tuple(map(float, r)) for r in list(csv.reader(open(p)))[1:]]
+    n = len(pts); mx = sum(a for a, _ in pts) / n; my = sum(b for _, b in pts) / n
+    return sum((a - mx) ** 2 + (b - my) ** 2 for a, b in pts) / n
+v05, v1 = tv(sys.argv[1]), tv(sys.argv[2])
+assert v05 < 0.8 * v1, (v05, v1)
+PY
+
 # 4. Bad input.
 sum_before=$(sha256sum "$CK" "$T/realnvp-moons/train_state.safetensors")
 expect_error "flow flag with a diffusion method" "--width" -- "$BIN" train --method fm --data moons --width 64 --out "$T/z"
@@ -148,7 +165,7 @@ expect_error "temperature 0" "--temperature" -- "$BIN" sample --ckpt "$CK" --tem
 expect_error "negative temperature" "--temperature" -- "$BIN" sample --ckpt "$CK" --temperature -1 -o "$T/x.csv"
 expect_error "NaN temperature" "--temperature" -- "$BIN" sample --ckpt "$CK" --temperature nan -o "$T/x.csv"
 expect_error "Inf temperature" "--temperature" -- "$BIN" sample --ckpt "$CK" --temperature inf -o "$T/x.csv"
-expect_error "temperature with a diffusion checkpoint" "--temperature" -- "$BIN" sample --ckpt "$T/cnf-moons/model.safetensors" --temperature 0.5 -o "$T/x.csv"
+expect_error "temperature with a stochastic sampler" "--temperature" -- "$BIN" sample --ckpt "$T/cnf-moons/model.safetensors" --temperature 0.5 --sampler ddpm -o "$T/x.csv"
 expect_error "sampler flag with a flow checkpoint" "--sampler" -- "$BIN" sample --ckpt "$CK" --sampler euler -o "$T/x.csv"
 expect_error "ODE flag with a flow checkpoint" "--rtol" -- "$BIN" eval --ckpt "$CK" --rtol 1e-3
 [ -e "$T/x.csv" ] && { echo "FAIL a refused sample wrote its output"; nfail=$((nfail+1)); }

@@ -350,6 +350,8 @@ typedef struct {
     dfl_predictor_kind predictor; /* pc: the predictor (default reverse diffusion) */
     int steps_offset;    /* leading schedule: added to every timestep index (diffusers
                             `steps_offset`; 0 default, Stable Diffusion uses 1) */
+    double temperature;  /* dfl_sample: initial noise x_T = T sigma(t[0]) z (a CNF/flow sampled at
+                            temperature T, reference/flows.md 1.1); finite >= 0, 0: default 1 */
 } dfl_sample_cfg;
 
 /* Every field at its default: heun, rho schedule, 18 steps, rho 7, eta 0, churn 0, S_tmin 0,
@@ -434,7 +436,7 @@ dfl_status dfl_sample_run(const dfl_process *p, const dfl_sample_cfg *cfg, dfl_d
 dfl_status dfl_sample_ode(const dfl_process *p, const dfl_sample_cfg *cfg, dfl_denoise_fn den, void *user,
                           double *x, size_t n, int *nfe);
 
-/* Samples a model: x_T = sigma(t[0]) z, z ~ N(0, I) from rng (then the sampler's own noise from
+/* Samples a model: x_T = T sigma(t[0]) z (T = cfg->temperature, 1 when 0), z ~ N(0, I) from rng (then the sampler's own noise from
  * the same stream), dfl_sample_run with the model's denoiser (dfl_denoise; the ctx is reset
  * before every network evaluation), result as float into x_out (shape `shape`, ndim dims,
  * shape[0] = number of samples). *nfe receives the count.

@@ -63,8 +63,9 @@ static const char *SAMPLE_USAGE =
     "seed give byte-identical output.\n"
     "Normalizing flows (nice, realnvp, glow checkpoints): one inverse pass from the base noise drawn\n"
     "at --temperature T (z ~ T N(0, I), or T times a logistic for nice); only -n, --batch, --seed,\n"
-    "--temperature, -o and --threads apply. --temperature is refused for diffusion and flow-matching\n"
-    "checkpoints (cnf included): their stochastic samplers would undo a scaled start.";
+    "--temperature, -o and --threads apply. For diffusion and flow-matching checkpoints (cnf included)\n"
+    "--temperature T starts a deterministic sampler at x_T = T sigma(t_max) z (a CNF at temperature T);\n"
+    "stochastic samplers refuse it, their added noise would undo it.";
 
 int cmd_sample(int argc, char **argv)
 {
@@ -102,7 +103,7 @@ int cmd_sample(int argc, char **argv)
         {"--batch", NULL, ARG_INT, &batch, "B", "samples per network call", 0},
         {"--seed", NULL, ARG_U64, &seed, "S", "seed of the initial noise and the sampler's noise", 0},
         {"-o", "--out", ARG_STR, &out, "FILE", "output .png or .csv (default samples.png, or samples.csv for 2-D)", 0},
-        {"--temperature", NULL, ARG_FLOAT, &temperature, "T", "normalizing flows: base noise z ~ T N(0, I) (T > 0; default 1)", 0},
+        {"--temperature", NULL, ARG_FLOAT, &temperature, "T", "initial noise z ~ T N(0, I): flows; deterministic samplers (T > 0; default 1)", 0},
         {"--threads", NULL, ARG_INT, &threads, "N", "threads (0: all cores)", 0},
         {NULL, NULL, 0, NULL, NULL, NULL, 0}};
     int pr = args_parse("sample", SAMPLE_USAGE, specs, argc, argv);
@@ -221,8 +222,14 @@ int cmd_sample(int argc, char **argv)
     }
     /* Normalizing flows: one inverse pass; the sampler options do not apply (refused there). */
     if (dfl_flow_is_checkpoint(ckpt)) return cli_flow_sample_cmd(ckpt, specs, n, batch, seed, temperature, out, threads);
-    if (args_find(specs, "--temperature")->seen) {
-        fprintf(stderr, "difflow: error: --temperature applies to normalizing-flow checkpoints (nice, realnvp, glow); %s is a diffusion or flow-matching model (--temperature)\n", ckpt);
+    if (!(temperature > 0)) {
+        fprintf(stderr, "difflow: error: --temperature must be a finite number > 0 (got %g)\n", temperature);
+        return 2;
+    }
+    sc.temperature = temperature; /* x_T = T sigma(t_max) z */
+    if (temperature != 1.0 && dfl_sampler_is_stochastic(&sc)) {
+        fprintf(stderr, "difflow: error: --temperature needs a deterministic sampler (euler, heun, rk45, dpmpp2m, ddim --eta 0, edm --churn 0): the noise --sampler %s adds would undo it (--temperature)\n",
+                dfl_sampler_name(sc.sampler));
         return 2;
     }
     dfl_model m;

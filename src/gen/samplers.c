@@ -88,6 +88,8 @@ dfl_status dfl_sample_cfg_check(const dfl_sample_cfg *c)
     if ((int)c->predictor < 0 || (int)c->predictor > DFL_PREDICTOR_NONE)
         return dfl_fail(DFL_ERR_ARG, "sampler: unknown predictor kind %d", (int)c->predictor);
     if (c->steps_offset < 0) return dfl_fail(DFL_ERR_ARG, "sampler: --steps-offset must be >= 0 (got %d)", c->steps_offset);
+    if (!(c->temperature >= 0) || isinf(c->temperature))
+        return dfl_fail(DFL_ERR_ARG, "sampler: --temperature must be finite and > 0 (got %g)", c->temperature);
     return DFL_OK;
 }
 
@@ -523,7 +525,7 @@ dfl_status dfl_sample(dfl_ctx *ctx, const dfl_model *m, const dfl_sample_cfg *cf
     }
     st = dfl_schedule(&m->proc, cfg->schedule, cfg->steps, cfg->rho, cfg->steps_offset, t);
     if (!st) {
-        double s0 = dfl_sigma(&m->proc, t[0]);
+        double s0 = (cfg->temperature > 0 ? cfg->temperature : 1.0) * dfl_sigma(&m->proc, t[0]);
         for (size_t i = 0; i < n; i++) x[i] = s0 * dfl_rng_normal(rng);
         model_den md = {ctx, m, ndim, shape};
         st = dfl_sample_run(&m->proc, cfg, model_denoise, &md, rng, x, n, shape[0], nfe);
