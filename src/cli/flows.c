@@ -272,7 +272,14 @@ static dfl_status flow_sample(cli_trainee *t, dfl_ctx *ctx, uint64_t seed, int n
     (void)ndim;
     (void)shape;
     snprintf(what, cap, "temperature 1");
-    return cli_flow_sample_chunked(ctx, flow_of(t), seed, n, 256, 1.0, x);
+    dfl_status st = cli_flow_sample_chunked(ctx, flow_of(t), seed, n, 256, 1.0, x);
+    if (st != DFL_ERR_NUMERIC) return st;
+    /* An inverse that overflows at T = 1 (a coupling's scale near 0, reference/flows.md pitfall 7)
+     * usually stays finite at Glow's T = 0.7. */
+    char why[400];
+    snprintf(why, sizeof why, "%s", dfl_last_error());
+    snprintf(what, cap, "temperature 0.7; at 1: %s", why);
+    return cli_flow_sample_chunked(ctx, flow_of(t), seed, n, 256, 0.7, x);
 }
 
 static void flow_free(cli_trainee *t)

@@ -982,18 +982,22 @@ int cmd_train(int argc, char **argv)
         dfl_adam_swap_ema(&opt);
         int sshape[4] = {o.n_samples, shape[1], shape[2], shape[3]};
         samples = malloc((size_t)o.n_samples * per * sizeof *samples);
-        char what[128] = "";
+        char what[256] = "";
+        int sampled = 0;
         double t0 = dfl_now();
         if (!samples || t.sample(&t, ctx, o.seed, o.n_samples, ndim, sshape, samples, what, sizeof what) ||
             cli_write_samples(p_samples, samples, o.n_samples, ndim, sshape)) {
             dfl_adam_swap_ema(&opt);
-            snprintf(msg, sizeof msg, "sampling: %s", dfl_last_error());
-            fail_cli(msg);
-            goto done;
+            /* The run itself is complete and saved: a failed end-of-run sample (e.g. an undertrained
+             * flow whose inverse overflows) is reported, not turned into a failed run. */
+            fprintf(stderr, "difflow: warning: end-of-run samples: %s; the model is saved (%s)\n", dfl_last_error(),
+                    p_model);
+        } else {
+            dfl_adam_swap_ema(&opt);
+            fprintf(stderr, "difflow: %d samples (%s, %.1f s) -> %s\n", o.n_samples, what, dfl_now() - t0, p_samples);
+            sampled = 1;
         }
-        dfl_adam_swap_ema(&opt);
-        fprintf(stderr, "difflow: %d samples (%s, %.1f s) -> %s\n", o.n_samples, what, dfl_now() - t0, p_samples);
-        if (!is_images) {
+        if (!is_images && sampled) {
             char p_png[2300];
             snprintf(p_png, sizeof p_png, "%s/samples.png", outdir);
             cli_write_samples(p_png, samples, o.n_samples, ndim, sshape);
