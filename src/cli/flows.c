@@ -155,13 +155,14 @@ void cli_flow_train_defaults(const char *method, int images, long *steps, int *b
                              int batch_seen, int lr_seen)
 {
     /* Images: about 10 minutes on 2 cores per model at batch 64 (docs/FLOWS.md: one step took
-     * 0.20 s (nice), 0.48 s (realnvp), 0.66 s (glow) of one core). 2-D: as the diffusion toys. */
+     * 0.186 s (nice), 0.295 s (realnvp), 0.359 s (glow) with --threads 2 on an idle machine).
+     * 2-D: as the diffusion toys. */
     long s = 4000;
     int b = 512;
     double l = 1e-3;
     if (images) {
         b = 64;
-        s = !strcmp(method, "nice") ? 4800 : !strcmp(method, "realnvp") ? 2000 : 1500;
+        s = !strcmp(method, "nice") ? 3200 : !strcmp(method, "realnvp") ? 2000 : 1600;
     }
     if (!steps_seen) *steps = s;
     if (!batch_seen) *batch = b;

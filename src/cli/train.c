@@ -476,7 +476,7 @@ int cmd_train(int argc, char **argv)
         {"--ddpm-schedule", NULL, ARG_STR, &o.ddpm_schedule, "NAME", "ddpm: beta schedule linear or cosine (default linear)", 0},
         {"--preset", "--arch", ARG_STR, &o.preset, "NAME", "toy-mlp or fmnist-unet-s (default: by data)", 0},
         CLI_FLOW_FLAG_SPECS(ff),
-        {"--steps", NULL, ARG_LONG, &o.steps, "N", "optimizer steps (default 4000 2-D; images ~10 min on 2 cores: 720, nice 4800, realnvp 2000, glow 1500)", 0},
+        {"--steps", NULL, ARG_LONG, &o.steps, "N", "optimizer steps (default 4000 2-D; images ~10 min on 2 cores: 720, nice 3200, realnvp 2000, glow 1600)", 0},
         {"--batch", NULL, ARG_INT, &o.batch, "B", "batch size (default 64 images, 512 2-D)", 0},
         {"--lr", NULL, ARG_FLOAT, &o.lr, "X", "Adam learning rate (default 1e-3)", 0},
         {"--warmup", NULL, ARG_INT, &o.warmup, "N", "linear warmup steps (default steps/20)", 0},
