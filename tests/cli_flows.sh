@@ -24,8 +24,8 @@
 #            (the preset, 1500 steps: -0.350 at 31 CPU s. Volume-preserving couplings and one global
 #            scale need many layers to carve 8 separate modes.)
 #   glow     moons        600   3e-3  -0.024 (0.016)       3 + 0   (not asserted; the resume check uses it)
-# About 75 CPU seconds in all (two lanes, ~40 s on 2 idle cores; 2.5 minutes measured on the shared
-# machine at load average 6-8).
+# About 75 CPU seconds in all: 43 s wall measured on the 2 cores at load average ~1 (two lanes),
+# 2.5 minutes at load average 6-8.
 set -uo pipefail
 BIN="$1"
 T=$(mktemp -d /tmp/dfl_flows.XXXXXX)
