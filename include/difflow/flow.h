@@ -175,13 +175,17 @@ typedef enum {
                                  remaining channels (parity 1) */
 } dfl_mask_kind;
 
+/* Lower bound added to Glow's sigmoid coupling scale (1e-3, as nflows). */
+#define DFL_GLOW_SCALE_FLOOR 1e-3f
+
 /* Scale map of a coupling. */
 typedef enum {
     DFL_COUPLING_ADDITIVE = 0, /* y_b = x_b + t(x_a); log-det 0 (NICE Eq. 5) */
     DFL_COUPLING_TANH = 1,     /* y_b = x_b exp(s) + t, s = scale * tanh(h), scale a learned
                                   per-feature vector (RealNVP Eq. 7-9 and Sec. 4.1); log-det sum s */
-    DFL_COUPLING_SIGMOID = 2   /* y_b = (x_b + t) * sigmoid(h + 2) (Glow model.py); log-det
-                                  sum ln sigmoid(h + 2) */
+    DFL_COUPLING_SIGMOID = 2   /* y_b = (x_b + t) * (sigmoid(h + 2) + DFL_GLOW_SCALE_FLOOR) (Glow
+                                  model.py, with nflows' floor against inf samples: reference
+                                  flows.md pitfall 7); log-det sum ln(sigmoid(h + 2) + floor) */
 } dfl_coupling_kind;
 
 /* Conditioner network of a coupling. The conv nets' last layer is zero-initialised, so every

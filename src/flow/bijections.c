@@ -280,10 +280,13 @@ static void coupling_params(dfl_ctx *ctx, dfl_bijection *b, dfl_tensor *h, dfl_t
     } else if (b->ck == DFL_COUPLING_TANH) { /* RealNVP: s = scale * tanh(h_s), then t */
         *ls = dfl_mul(ctx, dfl_tanh(ctx, dfl_slice_channels(ctx, h, 0, cb)), b->scale);
         *t = dfl_slice_channels(ctx, h, cb, 2 * cb);
-    } else { /* Glow: shift first, then scale logits; ln sigmoid(a + 2) = -softplus(-(a + 2)) */
+    } else { /* Glow: shift first, then scale = sigmoid(a + 2) + 1e-3: the floor bounds 1/scale by
+              * 1000 in the inverse (generative) direction (reference/flows.md pitfall 7; nflows'
+              * AffineCouplingTransform uses the same 1e-3). */
         *t = dfl_slice_channels(ctx, h, 0, cb);
         dfl_tensor *a = dfl_slice_channels(ctx, h, cb, 2 * cb);
-        *ls = dfl_scale(ctx, dfl_softplus(ctx, dfl_affine_scalar(ctx, a, -1.0f, -2.0f)), -1.0f);
+        *ls = dfl_log(ctx, dfl_affine_scalar(ctx, dfl_sigmoid(ctx, dfl_affine_scalar(ctx, a, 1.0f, 2.0f)), 1.0f,
+                                             DFL_GLOW_SCALE_FLOOR));
     }
     if (b->mask == DFL_MASK_CHECKERBOARD) {
         *t = dfl_mul(ctx, *t, b->maskc);
