@@ -16,6 +16,7 @@ static void usage(FILE *f)
             "  info     describe a checkpoint: architecture, method, step, tensors\n"
             "  eval     test log-likelihood (nats, bits/dim): PF-ODE, or exact for normalizing flows\n"
             "  bench    training steps/s and sampling images/s of a reference configuration\n"
+            "  lm       byte-level Transformer language model: lm train | generate | eval (positional encodings)\n"
             "\n"
             "Run 'difflow <command> --help' for the options of a command.\n");
 }
@@ -42,6 +43,6 @@ int main(int argc, char **argv)
     if (!strcmp(c, "bench")) return cmd_bench(argc - 2, argv + 2);
     if (!strcmp(c, "eval")) return cmd_eval(argc - 2, argv + 2);
     if (!strcmp(c, "lm")) return cmd_lm(argc - 2, argv + 2);
-    fprintf(stderr, "difflow: error: unknown command '%s' (commands: train, reflow, sample, info, eval, bench; see difflow --help)\n", c);
+    fprintf(stderr, "difflow: error: unknown command '%s' (commands: train, reflow, sample, info, eval, bench, lm; see difflow --help)\n", c);
     return 2;
 }

@@ -474,7 +474,7 @@ int cmd_train(int argc, char **argv)
         {"--pred", NULL, ARG_STR, &o.pred, "KIND", "network output: eps, x0, v, velocity or edm (default: by method)", 0},
         {"--ot", NULL, ARG_BOOL, &o.ot, NULL, "fm, cnf: pair noise and data by exact minibatch optimal transport", 0},
         {"--ddpm-schedule", NULL, ARG_STR, &o.ddpm_schedule, "NAME", "ddpm: beta schedule linear or cosine (default linear)", 0},
-        {"--preset", "--arch", ARG_STR, &o.preset, "NAME", "toy-mlp or fmnist-unet-s (default: by data)", 0},
+        {"--preset", "--arch", ARG_STR, &o.preset, "NAME", "toy-mlp, fmnist-unet-s or fmnist-dit-s (alias dit) (default: by data)", 0},
         CLI_FLOW_FLAG_SPECS(ff),
         {"--steps", NULL, ARG_LONG, &o.steps, "N", "optimizer steps (default 4000 2-D; images ~10 min on 2 cores: 720, nice 3200, realnvp 2000, glow 1600)", 0},
         {"--batch", NULL, ARG_INT, &o.batch, "B", "batch size (default 64 images, 512 2-D)", 0},
@@ -597,12 +597,13 @@ int cmd_train(int argc, char **argv)
         if (!o.preset) o.preset = is_images ? "fmnist-unet-s" : "toy-mlp";
         if (strcmp(o.preset, "mlp") == 0) o.preset = "toy-mlp";
         if (strcmp(o.preset, "unet") == 0) o.preset = "fmnist-unet-s";
+        if (strcmp(o.preset, "dit") == 0) o.preset = "fmnist-dit-s";
         if (dfl_arch_preset(o.preset, &ac)) {
             snprintf(msg, sizeof msg, "%s (--preset)", dfl_last_error());
             return fail_cli(msg);
         }
         if ((ac.arch != DFL_ARCH_MLP) != is_images) {
-            snprintf(msg, sizeof msg, "preset '%s' does not fit data '%s' (--preset: fmnist-unet-s for images, toy-mlp for 2-D)",
+            snprintf(msg, sizeof msg, "preset '%s' does not fit data '%s' (--preset: fmnist-unet-s or fmnist-dit-s for images, toy-mlp for 2-D)",
                      o.preset, o.data);
             return fail_cli(msg);
         }
