@@ -466,6 +466,14 @@ typedef struct {
     uint64_t seed;   /* training seed */
 } dfl_model_info;
 
+/* Writes every tensor of the parameter groups (F32, keys = their registered names, in group order)
+ * and the difflow metadata to a safetensors file, atomically: __metadata__ "format" = "difflow",
+ * "format_version" = DFL_FORMAT_VERSION, "step", "arch", "method" and "config" (config_json, the
+ * model's full JSON). The one writer behind dfl_model_save and dfl_flow_save.
+ * Errors: DFL_ERR_NOMEM, and those of dfl_safetensors_save (DFL_ERR_IO naming the path). */
+dfl_status dfl_checkpoint_write(const char *path, dfl_params *const *groups, int ngroups, long step, const char *arch,
+                                const char *method, const char *config_json);
+
 /* Saves the network's parameters (F32, keys = module paths) and the model/method config to a
  * safetensors file, atomically. __metadata__ holds "format" = "difflow", "format_version",
  * "step", "arch", "method" and "config" (the full JSON). The config holds the whole process:

@@ -56,31 +56,11 @@ char *dfl_flow_config_json(const dfl_flow *f, const dfl_model_info *info)
 dfl_status dfl_flow_save(const char *path, const dfl_flow *f, const dfl_model_info *info)
 {
     dfl_flow *fm = (dfl_flow *)f; /* the accessors are not const; nothing is modified */
-    dfl_params *ps = dfl_flow_params(fm), *bs = dfl_flow_buffers(fm);
-    int n = ps->n + bs->n;
-    dfl_named_tensor *ts = malloc((size_t)(n > 0 ? n : 1) * sizeof *ts);
+    dfl_params *groups[2] = {dfl_flow_params(fm), dfl_flow_buffers(fm)};
     char *cfg = dfl_flow_config_json(f, info);
-    if (!ts || !cfg) {
-        free(ts);
-        free(cfg);
-        return dfl_fail(DFL_ERR_NOMEM, "%s: out of memory", path);
-    }
-    for (int i = 0; i < ps->n; i++) {
-        ts[i].name = ps->p[i].name;
-        ts[i].t = ps->p[i].t;
-    }
-    for (int i = 0; i < bs->n; i++) {
-        ts[ps->n + i].name = bs->p[i].name;
-        ts[ps->n + i].t = bs->p[i].t;
-    }
-    char ver[16], step[32];
-    snprintf(ver, sizeof ver, "%d", DFL_FORMAT_VERSION);
-    snprintf(step, sizeof step, "%ld", info->step);
-    const char *kind = dfl_flow_kind_name(dfl_flow_get_cfg(f)->kind);
-    const char *meta[] = {"format", "difflow", "format_version", ver, "step", step,
-                          "arch", info->arch, "method", kind, "config", cfg};
-    dfl_status st = dfl_safetensors_save(path, ts, n, meta, 6);
-    free(ts);
+    if (!cfg) return dfl_fail(DFL_ERR_NOMEM, "%s: out of memory", path);
+    dfl_status st = dfl_checkpoint_write(path, groups, 2, info->step, info->arch,
+                                         dfl_flow_kind_name(dfl_flow_get_cfg(f)->kind), cfg);
     free(cfg);
     return st;
 }

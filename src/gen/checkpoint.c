@@ -41,27 +41,35 @@ char *dfl_model_config_json(const dfl_model *m, const dfl_model_info *info)
     return s;
 }
 
+dfl_status dfl_checkpoint_write(const char *path, dfl_params *const *groups, int ngroups, long step, const char *arch,
+                                const char *method, const char *config_json)
+{
+    int n = 0;
+    for (int g = 0; g < ngroups; g++) n += groups[g]->n;
+    dfl_named_tensor *ts = malloc((size_t)(n > 0 ? n : 1) * sizeof *ts);
+    if (!ts) return dfl_fail(DFL_ERR_NOMEM, "%s: out of memory", path);
+    n = 0;
+    for (int g = 0; g < ngroups; g++)
+        for (int i = 0; i < groups[g]->n; i++, n++) {
+            ts[n].name = groups[g]->p[i].name;
+            ts[n].t = groups[g]->p[i].t;
+        }
+    char ver[16], st_step[32];
+    snprintf(ver, sizeof ver, "%d", DFL_FORMAT_VERSION);
+    snprintf(st_step, sizeof st_step, "%ld", step);
+    const char *meta[] = {"format", "difflow", "format_version", ver, "step", st_step,
+                          "arch", arch, "method", method, "config", config_json};
+    dfl_status st = dfl_safetensors_save(path, ts, n, meta, 6);
+    free(ts);
+    return st;
+}
+
 dfl_status dfl_model_save(const char *path, const dfl_model *m, const dfl_model_info *info)
 {
-    dfl_params *ps = dfl_net_params(m->net);
-    dfl_named_tensor *ts = malloc((size_t)ps->n * sizeof *ts);
     char *cfg = dfl_model_config_json(m, info);
-    if (!ts || !cfg) {
-        free(ts);
-        free(cfg);
-        return dfl_fail(DFL_ERR_NOMEM, "%s: out of memory", path);
-    }
-    for (int i = 0; i < ps->n; i++) {
-        ts[i].name = ps->p[i].name;
-        ts[i].t = ps->p[i].t;
-    }
-    char ver[16], step[32];
-    snprintf(ver, sizeof ver, "%d", DFL_FORMAT_VERSION);
-    snprintf(step, sizeof step, "%ld", info->step);
-    const char *meta[] = {"format", "difflow", "format_version", ver, "step", step,
-                          "arch", info->arch, "method", dfl_family_name(m->proc.family), "config", cfg};
-    dfl_status st = dfl_safetensors_save(path, ts, ps->n, meta, 6);
-    free(ts);
+    if (!cfg) return dfl_fail(DFL_ERR_NOMEM, "%s: out of memory", path);
+    dfl_params *ps = dfl_net_params(m->net);
+    dfl_status st = dfl_checkpoint_write(path, &ps, 1, info->step, info->arch, dfl_family_name(m->proc.family), cfg);
     free(cfg);
     return st;
 }
