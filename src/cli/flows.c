@@ -48,7 +48,7 @@ static const struct {
     {"--steps-per-level", V(DFL_FLOW_GLOW) | I(DFL_FLOW_GLOW), "glow"},
     {"--coupling", V(DFL_FLOW_GLOW) | I(DFL_FLOW_GLOW), "glow"},
     {"--invconv", V(DFL_FLOW_GLOW) | I(DFL_FLOW_GLOW), "glow"},
-    {"--logit-alpha", I(DFL_FLOW_NICE) | I(DFL_FLOW_REALNVP) | I(DFL_FLOW_GLOW), "nice, realnvp and glow on images"},
+    {"--logit-alpha", I(DFL_FLOW_REALNVP) | I(DFL_FLOW_GLOW), "realnvp and glow on images"}, /* NICE has no logit layer */
 };
 #undef V
 #undef I

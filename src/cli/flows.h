@@ -26,7 +26,7 @@ typedef struct {
     {"--steps-per-level", NULL, ARG_INT, &(ff).steps_per_level, "K", "glow: steps per level (default 8)", 0},           \
     {"--coupling", NULL, ARG_STR, &(ff).coupling, "KIND", "glow: affine or additive (default affine)", 0},             \
     {"--invconv", NULL, ARG_STR, &(ff).invconv, "KIND", "glow: 1x1 convolution lu or plain (default lu)", 0},          \
-    {"--logit-alpha", NULL, ARG_FLOAT, &(ff).logit_alpha, "A", "flows on images: logit preprocessing alpha, 0 none (default: realnvp/glow 0.05, nice 0)", 0}
+    {"--logit-alpha", NULL, ARG_FLOAT, &(ff).logit_alpha, "A", "realnvp, glow images: logit preprocessing alpha, 0 none (default 0.05)", 0}
 
 void cli_flow_flags_default(cli_flow_flags *ff);
 /* 1 if method is a normalizing flow kind (nice, realnvp, glow); cnf is not (it is flow matching). */
@@ -61,10 +61,5 @@ int cli_open_flow(const char *ckpt, int threads, dfl_flow **f, dfl_model_info *i
 int cli_flow_sample_cmd(const char *ckpt, arg_spec *specs, int n, int batch, uint64_t seed, double temperature,
                         const char *out, int threads);
 int cli_flow_info(const char *ckpt, int tensors);
-
-/* The config JSON of a flow checkpoint (malloc'd; NULL on failure): format, method = kind name,
- * every dfl_flow_cfg field, arch, data, step, seed. Defined in src/flow/checkpoint.c next to
- * dfl_flow_save, which stores it in __metadata__["config"]; train writes it to config.json. */
-char *dfl_flow_config_json(const dfl_flow *f, const dfl_model_info *info);
 
 #endif
