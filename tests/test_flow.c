@@ -635,6 +635,23 @@ static void test_invconv_lu(void **state)
     dfl_params_free(&bufs);
 }
 
+/* A fresh flow of cfg with entries [i0, i1) (i1 < 0: all) of parameter `param` set to v: its
+ * log p of x (2, 1, 4, 4) must fail with a message containing msg. Returns the flow. */
+static dfl_flow *poisoned(const dfl_flow_cfg *cfg, dfl_rng *r, const char *param, int i0, int i1, float v,
+                          dfl_ctx *ctx, float *x, const char *msg)
+{
+    dfl_flow *f = dfl_flow_new(cfg, r);
+    assert_non_null(f);
+    dfl_tensor *p = dfl_params_find(dfl_flow_params(f), param);
+    assert_non_null(p);
+    for (size_t i = (size_t)i0; i < (i1 < 0 ? p->n : (size_t)i1); i++) p->data[i] = v;
+    int sh[4] = {2, 1, 4, 4};
+    dfl_ctx_reset(ctx);
+    assert_null(dfl_flow_log_prob(ctx, f, dfl_tensor_wrap(ctx, x, 4, sh)));
+    assert_non_null(strstr(dfl_last_error(), msg));
+    return f;
+}
+
 static void test_errors(void **state)
 {
     (void)state;
@@ -670,12 +687,15 @@ static void test_errors(void **state)
     assert_int_not_equal(dfl_flow_sample(ctx, f, 2, 1.0, &r, out), DFL_OK);
     assert_non_null(strstr(dfl_last_error(), "glow.0.1.invconv"));
     dfl_flow_free(f);
-    /* a NaN log-det names the layer */
-    f = dfl_flow_new(&cfg, &r);
-    dfl_params_find(dfl_flow_params(f), "glow.1.0.actnorm.logs")->data[2] = NAN;
-    dfl_ctx_reset(ctx);
-    assert_null(dfl_flow_log_prob(ctx, f, dfl_tensor_wrap(ctx, x, 4, sh)));
-    assert_non_null(strstr(dfl_last_error(), "glow.1.0.actnorm: log-det is nan"));
+    /* a NaN log-det names the layer; so does an ActNorm log scale of +inf */
+    dfl_flow_free(poisoned(&cfg, &r, "glow.1.0.actnorm.logs", 2, 3, NAN, ctx, x, "glow.1.0.actnorm: log-det is nan"));
+    dfl_flow_free(poisoned(&cfg, &r, "glow.1.0.actnorm.logs", 0, 1, INFINITY, ctx, x, "glow.1.0.actnorm: log-det is inf"));
+    /* a near-singular LU 1x1 conv (every log_s = -20: |det W| = e^-80) is refused, naming the layer */
+    cfg.lu = 1;
+    f = poisoned(&cfg, &r, "glow.0.1.invconv.log_s", 0, -1, -20.0f, ctx, x,
+                 "glow.0.1.invconv: 1x1 conv weight is singular or near-singular");
+    assert_int_equal(dfl_flow_sample(ctx, f, 2, 1.0, &r, out), DFL_ERR_NUMERIC);
+    assert_non_null(strstr(dfl_last_error(), "glow.0.1.invconv"));
     /* wrong input shape */
     int bad[4] = {2, 1, 4, 5};
     float *xb = rand_data(40, 1);
