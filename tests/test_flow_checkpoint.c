@@ -11,9 +11,6 @@
 #include "difflow/io.h"
 #include "difflow/nn.h"
 
-/* Defined in src/flow/checkpoint.c (declared for the CLI in src/cli/flows.h). */
-char *dfl_flow_config_json(const dfl_flow *f, const dfl_model_info *info);
-
 static char path_a[256], path_b[256];
 
 static void make_paths(void)

@@ -51,12 +51,12 @@ typedef struct {
     int scales;                  /* RealNVP: number of scales (multi-scale architecture) */
     int blocks;                  /* RealNVP: residual blocks per coupling network */
     int levels, steps;           /* Glow: L levels of K steps */
-    int net_width;               /* RealNVP feature maps / Glow hidden width (also MLP width for 2-D).
-                                    NOTE: named net_width, not width: the contract draft had two
-                                    members called width (image width above), which C refuses */
+    int net_width;               /* RealNVP feature maps / Glow hidden width (also MLP width for 2-D);
+                                    not called width, which is the image width above */
     int additive;                /* Glow: 1 additive coupling, 0 affine */
     int lu;                      /* Glow: 1 LU-decomposed 1x1 conv, 0 plain */
-    float logit_alpha;           /* images: logit preprocessing alpha (0.05 RealNVP) ; 0 = none */
+    float logit_alpha;           /* RealNVP / Glow images: logit preprocessing alpha (preset 0.05);
+                                    0 = none. NICE builds no logit layer (its preset stores 0) */
 } dfl_flow_cfg;
 
 typedef struct dfl_flow dfl_flow;
@@ -116,8 +116,15 @@ int dfl_flow_initialized(const dfl_flow *f);
 dfl_tensor *dfl_flow_log_prob(dfl_ctx *ctx, dfl_flow *f, dfl_tensor *x);
 
 /* n samples at temperature T (z ~ base scaled by T; factored-out priors at the same T),
- * written to x (n * D floats, data space). Draws from rng only. Runs in no-grad mode (restores
- * the ctx's grad mode; resets nothing: the caller resets ctx). T = 0 gives f^-1(0). */
+ * written to x (n * D floats, row-major, data space: (n, D) or (n, C, H, W)). Draws only from
+ * rng, one base value per latent entry in order (logistic: from uniforms, redrawing an exact 0).
+ * ctx is unused (may be NULL): the inverse passes run without gradients in a private context,
+ * 256 samples at a time, so the caller's ctx, its tape and its grad mode are left untouched.
+ * T = 0 gives f^-1(0).
+ * Errors: DFL_ERR_ARG (f, rng or x NULL, n < 0, T negative or not finite); DFL_ERR_NUMERIC with a
+ * message naming the layer when the inverse pass fails (a non-finite value, a singular or
+ * near-singular 1x1 conv); DFL_ERR_NOMEM when the private context or the latent cannot be
+ * allocated. On an error x may hold the samples of the chunks done before. */
 dfl_status dfl_flow_sample(dfl_ctx *ctx, dfl_flow *f, int n, double temperature, dfl_rng *rng, float *x);
 
 /* Whole-flow transform to the flattened latent: x (N, D) or (N, C, H, W) -> z (N, D), the
@@ -129,7 +136,7 @@ dfl_tensor *dfl_flow_forward(dfl_ctx *ctx, dfl_flow *f, dfl_tensor *x, dfl_tenso
  * (= -forward log-det at x). Differentiable. */
 dfl_tensor *dfl_flow_inverse(dfl_ctx *ctx, dfl_flow *f, dfl_tensor *z, dfl_tensor **logdet);
 
-/* Checkpoints (written by the CLI helper in src/flow/checkpoint.c, on top of dfl_flow_params,
+/* Checkpoints (src/flow/checkpoint.c, on top of dfl_flow_params,
  * dfl_flow_buffers and dfl_flow_get_cfg): safetensors with the parameters AND every non-trainable
  * buffer (LU permutation, signs, the ActNorm "initialised" flag) and __metadata__ "format" =
  * "difflow", "method" = kind name, "config" = JSON with "method" = kind name and every cfg field,
@@ -142,6 +149,14 @@ dfl_status dfl_flow_load(const char *path, dfl_flow **f, dfl_model_info *info);
 /* 1 if the checkpoint at path is a flow checkpoint (method nice/realnvp/glow), 0 otherwise
  * (including unreadable: the caller's normal load reports the error). */
 int dfl_flow_is_checkpoint(const char *path);
+/* The config JSON of a flow checkpoint, as dfl_flow_save stores it in __metadata__["config"]
+ * (and difflow train writes to config.json), one line: "format" = "difflow", "format_version",
+ * "arch", "method" = kind name, "base" ("normal" / "logistic"), every integer dfl_flow_cfg field
+ * under its own name ("steps" is Glow's K), "logit_alpha", "data", "data_transform", "step" (the
+ * training step) and "seed" (a decimal string), from f's config and info. f and info must not
+ * be NULL. Returns a malloc'd NUL-terminated string the caller frees; NULL (no message) if the
+ * JSON cannot be allocated. Source: src/flow/checkpoint.c. */
+char *dfl_flow_config_json(const dfl_flow *f, const dfl_model_info *info);
 
 /* ---------------------------------------------------------------- bijections */
 
@@ -215,7 +230,11 @@ dfl_bijection *dfl_bij_squeeze_new(const char *name, int C, int H, int W);
  * H W sum logs. Data-dependent init through dfl_flow_data_init / dfl_bij_actnorm_init. */
 dfl_bijection *dfl_bij_actnorm_new(const char *name, int C, int H, int W, dfl_params *ps);
 /* Sets b = -mean_c, logs = -ln(std_c + 1e-6) from x (the layer's input) per channel (biased
- * variance over batch and pixels). DFL_ERR_ARG if b is not an ActNorm. */
+ * variance over batch and pixels; Glow Sec. 3.1). x (N, C, H, W) or (N, D), the layer's input
+ * shape. Errors: DFL_ERR_ARG if b is NULL or not an ActNorm; DFL_ERR_SHAPE if x is NULL (no
+ * message) or not (N, C, H, W) / (N, D) of the layer (message naming the layer); DFL_ERR_NUMERIC
+ * naming the layer if a channel's mean or variance is not finite (the channels before it are
+ * already set). */
 dfl_status dfl_bij_actnorm_init(dfl_bijection *b, const dfl_tensor *x);
 /* Invertible 1x1 convolution (Glow Sec. 3.2) over C channels (vectors: a DxD linear map).
  * lu = 0: W "<name>.weight" (C, C), a random orthogonal matrix (QR of a Gaussian drawn from
@@ -226,21 +245,31 @@ dfl_status dfl_bij_actnorm_init(dfl_bijection *b, const dfl_tensor *x);
  *   factorisation of the same random orthogonal matrix; log-det H W sum log_s. */
 dfl_bijection *dfl_bij_invconv_new(const char *name, int C, int H, int W, int lu, dfl_params *ps,
                                    dfl_params *bufs, dfl_rng *rng);
-/* The current weight W (C x C, row-major, output channel major) in double. */
+/* The current weight of an invertible 1x1 conv into W, which must hold C*C doubles: row-major,
+ * W[o * C + i] = weight of input channel i in output channel o (for lu = 1 composed as above).
+ * Errors: DFL_ERR_ARG if b is NULL or not an invertible 1x1 conv; DFL_ERR_NUMERIC (message naming
+ * the layer) if the LU permutation/sign buffers are invalid or W cannot be composed;
+ * DFL_ERR_NOMEM (no message) if the scratch context cannot be allocated. W is unchanged on an error. */
 dfl_status dfl_bij_invconv_weight(const dfl_bijection *b, double *W);
 /* Logit preprocessing of data in [-1, 1) (RealNVP Sec. 4.1, symmetric form of FFJORD):
  * s = alpha + (1 - 2 alpha)(y + 1)/2, z = ln s - ln(1 - s); log-det per dimension
- * ln((1 - 2 alpha)/2) - ln s - ln(1 - s). alpha in [0, 0.5). */
+ * ln((1 - 2 alpha)/2) - ln s - ln(1 - s). No parameters. Returns NULL + message when alpha is
+ * not in [0, 0.5) (DFL_ERR_ARG, naming the layer) or out of memory (DFL_ERR_NOMEM). */
 dfl_bijection *dfl_bij_logit_new(const char *name, int C, int H, int W, float alpha);
 /* Factor-out with a learned conditional prior (Glow split2d): output has the input's shape,
  * channels [0, c1) unchanged (c1 = ceil(C/2)), channels [c1, C) replaced by
  * z2' = (z2 - mu) exp(-logsd), (mu, logsd) = zero-init conv3x3 of z1 ("<name>.conv.weight",
- * "<name>.conv.bias"; first C - c1 output channels mu, next logsd); log-det -sum logsd. */
+ * "<name>.conv.bias"; first C - c1 output channels mu, next logsd); log-det -sum logsd.
+ * Returns NULL + message for vectors or C < 2 (DFL_ERR_ARG, naming the layer), or when the
+ * layer or its parameters cannot be allocated / registered in ps (dfl_params_add's error). */
 dfl_bijection *dfl_bij_split_new(const char *name, int C, int H, int W, dfl_params *ps);
 /* Frees a layer made by a dfl_bij_*_new constructor (not its parameters: they belong to ps). */
 void dfl_bij_free(dfl_bijection *b);
 
-/* Base log-density summed per sample: z (N, ...) -> (N). Differentiable. */
+/* Base log-density of the latent in nats, summed over the D = C*H*W (or D) dimensions of each
+ * sample: z (N, ...) -> (N), one log p_base(z_n) per sample. Normal: -(D ln 2 pi + |z|^2)/2;
+ * logistic (NICE Sec. 3.4): -sum (softplus(z) + softplus(-z)). Differentiable. NULL for a NULL ctx
+ * or z, or when an op fails (its message). */
 dfl_tensor *dfl_base_log_prob(dfl_ctx *ctx, dfl_base_kind base, dfl_tensor *z);
 
 #ifdef __cplusplus

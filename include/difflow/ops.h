@@ -93,7 +93,9 @@ dfl_tensor *dfl_unsqueeze2x2(dfl_ctx *ctx, dfl_tensor *x);
  * W = P (I + strict_lower(L)) (strict_upper(U) + diag(sign * exp(log_s))). L, U (C, C): only their
  * strict lower / strict upper parts are used (the rest gets zero gradient); log_s (C); perm (C)
  * the fixed permutation as row gather (P M)[i, :] = M[perm[i], :]; sign (C) fixed +-1.
- * W (C, C), composed in double. */
+ * W (C, C), composed in double. Errors (NULL + message): DFL_ERR_SHAPE unless L, U are (C, C)
+ * and log_s has C entries; DFL_ERR_ARG for a perm entry outside [0, C); DFL_ERR_NOMEM. A NULL
+ * ctx, L, U or log_s gives NULL without a message. */
 dfl_tensor *dfl_lu_weight(dfl_ctx *ctx, dfl_tensor *L, dfl_tensor *U, dfl_tensor *log_s,
                           const int *perm, const float *sign);
 /* Inverse of a square matrix W (C, C), Gauss-Jordan with partial pivoting in double; backward
