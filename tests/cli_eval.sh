@@ -60,6 +60,8 @@ expect_err "--batch" --ckpt "$CK" --batch 0
 expect_err "exclude" --ckpt "$CK" --metric nll --exact --hutchinson
 expect_err "--probes" --ckpt "$CK" --metric nll --probes 0
 expect_err "--rtol" --ckpt "$CK" --metric nll --rtol 0
+expect_err "--t-max" --ckpt "$CK" --metric nll --t-max 5
+expect_err "--t-min" --ckpt "$CK" --metric nll --t-min -1
 set +e; "$BIN" eval --ckpt "$T/none.safetensors" --metric nll >/dev/null 2>"$T/err"; rc=$?; set -e
 [ "$rc" = 1 ] || fail "missing checkpoint should exit 1 (got $rc)"
 # The max-NFE guard names the time reached.

@@ -63,7 +63,7 @@ expect_error "max-nfe without rk45" "--max-nfe" -- "$BIN" sample --ckpt "$CK" --
 expect_error "zero max-nfe" "--max-nfe" -- "$BIN" sample --ckpt "$CK" --sampler rk45 --max-nfe 0
 expect_error "rk45 over its NFE budget" "NFE\|evaluation" -- "$BIN" sample --ckpt "$CK" --sampler rk45 --rtol 1e-7 --atol 1e-7 --max-nfe 8
 expect_error "steps-offset without leading" "--steps-offset" -- "$BIN" sample --ckpt "$CK" --schedule trailing --steps-offset 1
-expect_error "steps-offset past T - 1" "offset" -- "$BIN" sample --ckpt "$CK" --sampler ddim --schedule leading --steps 1000 --steps-offset 1
+expect_error "steps-offset past T - 1" "(--steps-offset)" -- "$BIN" sample --ckpt "$CK" --sampler ddim --schedule leading --steps 1000 --steps-offset 1
 expect_error "bad sampler" "--sampler" -- "$BIN" sample --ckpt "$CK" --sampler dpm++
 expect_error "bad schedule" "--schedule" -- "$BIN" sample --ckpt "$CK" --schedule cosine
 # FM's uniform grid starts at t = 1 where alpha = 0: the SDE samplers refuse it.

@@ -1057,6 +1057,34 @@ static void test_linear_attention(void **state)
             gc_case c = {name, 3, {4, 4, 4}, {{2, 2, 6, 8}, {2, 2, 6, 8}, {2, 2, 6, 5}}, {0}, {1, 1, 1}, {0}};
             gradcheck(&c, op_la, la_direct, &A);
         }
+    /* YaRN in linear attention: frequencies only, no temperature. At position 0 every rotation is
+     * the identity, so the output must equal linear attention without RoPE (with the temperature
+     * folded in it was a^2 = 1.45913 times larger at s = 8). */
+    {
+        enum { T = 5, D = 8 };
+        float qf[T * D], kf[T * D], vf[T * D];
+        for (int i = 0; i < T * D; i++) {
+            qf[i] = dfl_rng_normal(&g_rng);
+            kf[i] = dfl_rng_normal(&g_rng);
+            vf[i] = dfl_rng_normal(&g_rng);
+        }
+        const int p0[T] = {0, 0, 0, 0, 0};
+        dfl_rope_cfg yc = cfg_of(DFL_ROPE_INTERLEAVED, 0);
+        yc.scaling = DFL_ROPE_SCALE_YARN;
+        yc.factor = 8;
+        yc.orig_ctx = 64;
+        assert_true(dfl_rope_attn_factor(&yc) > 1.2);
+        dfl_ctx *cx = dfl_ctx_new();
+        int sh[3] = {1, T, D};
+        dfl_tensor *a = dfl_linear_attention(cx, dfl_tensor_wrap(cx, qf, 3, sh), dfl_tensor_wrap(cx, kf, 3, sh),
+                                             dfl_tensor_wrap(cx, vf, 3, sh), 0, &yc, p0);
+        dfl_tensor *b = dfl_linear_attention(cx, dfl_tensor_wrap(cx, qf, 3, sh), dfl_tensor_wrap(cx, kf, 3, sh),
+                                             dfl_tensor_wrap(cx, vf, 3, sh), 0, NULL, NULL);
+        assert_non_null(a);
+        assert_non_null(b);
+        for (int i = 0; i < T * D; i++) assert_true(fabsf(a->data[i] - b->data[i]) <= 1e-5f * (1 + fabsf(b->data[i])));
+        dfl_ctx_free(cx);
+    }
     /* a larger case (threads over sequences, longer prefix sums) against the direct formula */
     {
         enum { S = 6, T = 96, D = 32 };

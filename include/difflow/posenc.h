@@ -218,11 +218,13 @@ dfl_tensor *dfl_shaw_values(dfl_ctx *ctx, dfl_tensor *P, dfl_tensor *aV, int q_o
  * all tokens (causal = 0) or n <= m (causal = 1, prefix sums of phi(k_n) v_n^T and phi(k_n)).
  * With rope != NULL this is RoFormer sec. 3.3, Eq. 19: the numerator uses
  * (R_m phi(q_m)).(R_n phi(k_n)), the rotation applied AFTER the feature map at positions pos,
- * while the normaliser keeps the unrotated phi(q_m).phi(k_n) (so it stays positive).
+ * while the normaliser keeps the unrotated phi(q_m).phi(k_n) (so it stays positive). YaRN
+ * scaling contributes its frequencies only: its attention temperature tempers softmax logits and
+ * is left out here (it would scale every output by a^2).
  * Self-attention only: q, k (..., T, Dk), v (..., T, Dv), same leading dims and T (no cache);
  * pos (T) (only with rope); out (..., T, Dv).
  * Differentiable in q, k, v. Cost O(T Dk Dv) per sequence. Errors: DFL_ERR_SHAPE, and those of
- * dfl_rope_rot_dim on Dk. */
+ * dfl_rope_rot_dim on Dk; DFL_ERR_ARG when rope is given without pos. */
 dfl_tensor *dfl_linear_attention(dfl_ctx *ctx, dfl_tensor *q, dfl_tensor *k, dfl_tensor *v,
                                  int causal, const dfl_rope_cfg *rope, const int *pos);
 

@@ -26,7 +26,7 @@ static const char *EVAL_USAGE =
     "training data; a Gaussian approximation whose error is O((var/sigma_T^2)^2) nats/dim).\n"
     "Images (8-bit) are dequantized y = -1 + 2 (v + u)/256, u ~ U[0,1) from --seed, and reported in\n"
     "nats per image and bits/dim (-log p/(D ln 2) + 7); 2-D toy data are continuous (nats, with the\n"
-    "true-density bound of reference/flows.md 3.4). The table gives the mean and its standard error.\n"
+    "true-density bound of the generator, docs/FLOWS.md). The table gives the mean and its standard error.\n"
     "Normalizing-flow checkpoints (nice, realnvp, glow) give their exact log-likelihood by the change of\n"
     "variables on the same points (default -n 1000, images too); the ODE options are refused for them.";
 
@@ -116,7 +116,7 @@ static int print_nll_table(const double *lp, int n, int dim, int images, const c
     } else {
         double bound = dfl_toy_true_loglik_bound(data);
         if (!isnan(bound))
-            printf("true-density bound %.4f nats (reference/flows.md 3.4): mean - bound = %+.4f (%+.1f SE)\n", bound,
+            printf("true-density bound %.4f nats (FFJORD generator, docs/FLOWS.md): mean - bound = %+.4f (%+.1f SE)\n", bound,
                    lm - bound, (lm - bound) / lse);
     }
     return 0;
@@ -297,6 +297,17 @@ int cmd_eval(int argc, char **argv)
     dfl_div_mode mode = o.div == DFL_DIV_AUTO ? (dim <= DFL_DIV_EXACT_MAX_DIM ? DFL_DIV_EXACT : DFL_DIV_HUTCHINSON) : o.div;
     if (mode == DFL_DIV_EXACT) probes = o.probes = 1;
     dfl_loglik_t_range(&m.proc, &o.t_min, &o.t_max);
+    if (args_find(specs, "--t-min")->seen && !(tmin >= 0)) {
+        fprintf(stderr, "difflow: error: --t-min must be >= 0 (got %g)\n", tmin);
+        dfl_net_free(m.net);
+        return 2;
+    }
+    if (args_find(specs, "--t-max")->seen && !(tmax > 0 && tmax <= dfl_t_max(&m.proc) * (1 + 1e-12))) {
+        fprintf(stderr, "difflow: error: --t-max must be in (0, %g], the %s family's time range (got %g)\n",
+                dfl_t_max(&m.proc), dfl_family_name(m.proc.family), tmax);
+        dfl_net_free(m.net);
+        return 2;
+    }
     if (tmin >= 0) o.t_min = tmin;
     if (tmax >= 0) o.t_max = tmax;
     if (!(o.t_max > o.t_min)) {

@@ -261,7 +261,8 @@ int cmd_sample(int argc, char **argv)
         int bad_alpha = !st && need_alpha && !(dfl_alpha(&m.proc, tg[0]) > 0);
         free(tg);
         if (st) {
-            fprintf(stderr, "difflow: error: %s (--schedule)\n", st == DFL_ERR_NOMEM ? "out of memory" : dfl_last_error());
+            const char *e = st == DFL_ERR_NOMEM ? "out of memory" : dfl_last_error();
+            fprintf(stderr, "difflow: error: %s (%s)\n", e, strstr(e, "offset") ? "--steps-offset" : "--schedule");
             dfl_net_free(m.net);
             return 2;
         }

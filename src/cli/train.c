@@ -22,7 +22,7 @@
 
 static const char *TRAIN_USAGE =
     "usage: difflow train [--data fashion-mnist|moons|8gaussians|checkerboard] [--method fm|edm|vp|subvp|ve|ddpm|nice|realnvp|glow|cnf]\n"
-    "                     [--preset toy-mlp|fmnist-unet-s] [--pred eps|x0|v|velocity|edm] [--ot] [--ddpm-schedule linear|cosine]\n"
+    "                     [--preset toy-mlp|fmnist-unet-s|fmnist-dit-s] [--pred eps|x0|v|velocity|edm] [--ot] [--ddpm-schedule linear|cosine]\n"
     "                     [flow flags] [--steps N] [--batch B] [--lr X] [--seed S] [--out runs/NAME] [--resume] ...\n"
     "\n"
     "Trains a generative model and writes runs/NAME/: model.safetensors (EMA weights, config in its\n"
@@ -93,7 +93,18 @@ static int dir_writable(const char *dir)
 }
 
 /* Training state: raw weights, Adam moments, EMA, RNG and step, in train_state.safetensors. */
-static dfl_status save_state(const char *path, dfl_adam *opt, const dfl_rng *rng, long step)
+/* Shortest "%.Ng" text of v that reads back as the same double. */
+static void fmt_double(char *b, size_t n, double v)
+{
+    for (int p = 6; p <= 17; p++) {
+        snprintf(b, n, "%.*g", p, v);
+        if (strtod(b, NULL) == v) return;
+    }
+}
+
+/* Training state: raw weights, Adam moments, EMA, RNG and step, in train_state.safetensors, with
+ * the optimizer hyper-parameters (lr, batch, clip, ema_halflife, warmup) that --resume keeps. */
+static dfl_status save_state(const char *path, dfl_adam *opt, const dfl_rng *rng, long step, const train_opts *o)
 {
     dfl_params *ps = opt->params;
     int per = opt->ema ? 4 : 3, n = ps->n * per;
@@ -131,10 +142,17 @@ static dfl_status save_state(const char *path, dfl_adam *opt, const dfl_rng *rng
     snprintf(s_has, sizeof s_has, "%d", rng->has_spare);
     char s_pos[8];
     snprintf(s_pos, sizeof s_pos, "%d", rng->buf_pos);
+    char s_lr[40], s_batch[16], s_clip[40], s_ema[40], s_warmup[16];
+    fmt_double(s_lr, sizeof s_lr, o->lr);
+    fmt_double(s_clip, sizeof s_clip, o->clip);
+    fmt_double(s_ema, sizeof s_ema, o->ema_halflife);
+    snprintf(s_batch, sizeof s_batch, "%d", o->batch);
+    snprintf(s_warmup, sizeof s_warmup, "%d", o->warmup);
     const char *meta[] = {"format", "difflow-train-state", "step", s_step, "adam_step", s_adam,
                           "rng_seed", s_seed, "rng_counter", s_ctr, "rng_buf_pos", s_pos,
-                          "rng_has_spare", s_has, "rng_spare", s_spare};
-    st = dfl_safetensors_save(path, ts, n, meta, 8);
+                          "rng_has_spare", s_has, "rng_spare", s_spare, "lr", s_lr, "batch", s_batch,
+                          "clip", s_clip, "ema_halflife", s_ema, "warmup", s_warmup};
+    st = dfl_safetensors_save(path, ts, n, meta, 13);
 out:
     if (names)
         for (int j = 0; j < n; j++) free(names[j]);
@@ -191,6 +209,41 @@ static dfl_status load_state(const char *path, dfl_adam *opt, dfl_rng *rng, long
     }
     dfl_st_close(f);
     return st;
+}
+
+/* On --resume: the hyper-parameters saved in the run's train_state.safetensors replace the
+ * defaults of flags not given; a flag given with another value is refused (0 ok, 1 refused, msg
+ * set). A state without them (older runs) or an unreadable one changes nothing here (load_state
+ * reports the latter). */
+static int resume_hparams(const char *p_state, train_opts *o, arg_spec *specs, char *msg, size_t msz)
+{
+    dfl_st_file *f = NULL;
+    if (dfl_safetensors_open(p_state, &f)) return 0;
+    static const char *keys[] = {"lr", "batch", "clip", "ema_halflife", "warmup"};
+    static const char *flags[] = {"--lr", "--batch", "--clip", "--ema-halflife", "--warmup"};
+    double *dv[] = {&o->lr, NULL, &o->clip, &o->ema_halflife, NULL};
+    int *iv[] = {NULL, &o->batch, NULL, NULL, &o->warmup};
+    int refused = 0;
+    for (int k = 0; k < 5 && !refused; k++) {
+        const char *v = dfl_st_meta(f, keys[k]);
+        if (!v) continue;
+        char *end;
+        double saved = strtod(v, &end);
+        if (end == v || *end) continue;
+        double cur = dv[k] ? *dv[k] : (double)*iv[k];
+        if (args_find(specs, flags[k])->seen) {
+            if (cur != saved) {
+                snprintf(msg, msz, "--resume: the run was trained with %s %s; drop %s or pass the same one", flags[k], v,
+                         flags[k]);
+                refused = 1;
+            }
+        } else if (dv[k])
+            *dv[k] = saved;
+        else
+            *iv[k] = (int)saved;
+    }
+    dfl_st_close(f);
+    return refused;
 }
 
 /* Samples 2-D points drawn as a density image (white on black), for a quick look. */
@@ -547,7 +600,9 @@ int cmd_train(int argc, char **argv)
     memset(&proc, 0, sizeof proc);
     if (!is_flow) {
         if (dfl_family_parse(is_cnf ? "fm" : o.method, &fam)) {
-            snprintf(msg, sizeof msg, "%s (--method)", dfl_last_error());
+            snprintf(msg, sizeof msg,
+                     "unknown method '%s' (known: fm, edm, vp, subvp, ve, ddpm; flows nice, realnvp, glow, cnf) (--method)",
+                     o.method);
             return fail_cli(msg);
         }
         /* The process: family defaults, then the explicit parameterization / schedule / OT flags,
@@ -683,6 +738,10 @@ int cmd_train(int argc, char **argv)
     }
     if (!o.resume && access(p_model, F_OK) == 0) {
         snprintf(msg, sizeof msg, "run directory '%s' already holds a model; pass --resume to continue it or --out for a new run", outdir);
+        dfl_dataset_free(&ds);
+        return fail_cli(msg);
+    }
+    if (o.resume && resume_hparams(p_state, &o, specs, msg, sizeof msg)) {
         dfl_dataset_free(&ds);
         return fail_cli(msg);
     }
@@ -944,7 +1003,7 @@ int cmd_train(int argc, char **argv)
         dfl_progress_update(&prog, step, lv);
         if (step % o.ckpt_every == 0 || step == o.steps || g_stop_signal) {
             info.step = step;
-            dfl_status st = save_state(p_state, &opt, &rng, step);
+            dfl_status st = save_state(p_state, &opt, &rng, step, &o);
             if (!st) {
                 dfl_adam_swap_ema(&opt); /* model.safetensors holds the EMA weights */
                 st = t.save(&t, p_model, &info);

@@ -250,6 +250,15 @@ dfl_tensor *dfl_linear_attention(dfl_ctx *ctx, dfl_tensor *q, dfl_tensor *k, dfl
         st = dfl_arena_alloc(ctx, nt * sizeof(float));
         if (!ct || !st) return NULL;
         if (dfl_rope_tables(rope, L.Dk, pos, L.T, ct, st) != DFL_OK) return NULL;
+        /* The tables carry YaRN's attention temperature a = 0.1 ln s + 1 (a no-op otherwise). It
+         * tempers softmax logits; linear attention has no softmax, and a rotated numerator over an
+         * unrotated normaliser would scale every output by a^2. Keep the pure rotation. */
+        double a = dfl_rope_attn_factor(rope);
+        if (a != 1.0)
+            for (size_t i = 0; i < nt; i++) {
+                ct[i] = (float)(ct[i] / a);
+                st[i] = (float)(st[i] / a);
+            }
         L.ct = ct;
         L.st = st;
     }
