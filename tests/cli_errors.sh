@@ -40,7 +40,12 @@ expect_error "out is a file" "--out" -- "$BIN" train --data moons --steps 5 --ou
 CK="$T/good/model.safetensors"
 sum_before=$(sha256sum "$CK" "$T/good/train_state.safetensors")
 expect_error "existing run" "--resume" -- "$BIN" train --data moons --steps 40 --out "$T/good"
-expect_error "NaN loss" "last good checkpoint" -- "$BIN" train --data moons --steps 80 --lr 1e30 --resume --out "$T/good"
+expect_error "resume with another lr" "trained with --lr 0.001" -- "$BIN" train --data moons --steps 80 --lr 1e30 --resume --out "$T/good"
+# NaN: a run saved at step 1 with lr 1e30 (which --resume keeps) blows up at step 2 and keeps its checkpoint.
+"$BIN" train --data moons --steps 1 --lr 1e30 --samples 0 --out "$T/nan" 2>/dev/null || { echo "FAIL nan run"; nfail=$((nfail+1)); }
+nan_before=$(sha256sum "$T/nan/model.safetensors" "$T/nan/train_state.safetensors")
+expect_error "NaN loss" "last good checkpoint" -- "$BIN" train --data moons --steps 80 --resume --out "$T/nan"
+[ "$nan_before" = "$(sha256sum "$T/nan/model.safetensors" "$T/nan/train_state.safetensors")" ] || { echo "FAIL NaN loss damaged the checkpoint"; nfail=$((nfail+1)); }
 [ "$sum_before" = "$(sha256sum "$CK" "$T/good/train_state.safetensors")" ] || { echo "FAIL NaN loss damaged the checkpoint"; nfail=$((nfail+1)); }
 expect_error "resume other method" "trained as" -- "$BIN" train --data moons --method edm --steps 80 --resume --out "$T/good"
 

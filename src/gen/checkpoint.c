@@ -1,4 +1,5 @@
 /* Model checkpoints: safetensors with the config in __metadata__ (DESIGN section 8). */
+#include "difflow/flow.h"
 #include "difflow/gen.h"
 #include "difflow/io.h"
 
@@ -89,6 +90,23 @@ dfl_status dfl_model_load(const char *path, dfl_model *m, dfl_model_info *info)
     dfl_st_file *f = NULL;
     dfl_status st = dfl_safetensors_open(path, &f);
     if (st) return st;
+    /* Other difflow files get a message naming what they are, not a format-version error. */
+    const char *fmt = dfl_st_meta(f, "format");
+    if (fmt && strcmp(fmt, "difflow") != 0) {
+        if (!strcmp(fmt, "difflow-lm"))
+            st = dfl_fail(DFL_ERR_FORMAT, "%s: a difflow language-model checkpoint; use difflow lm generate|eval", path);
+        else
+            st = dfl_fail(DFL_ERR_FORMAT, "%s: not a difflow checkpoint (format '%.64s')", path, fmt);
+        dfl_st_close(f);
+        return st;
+    }
+    if (dfl_flow_is_checkpoint(path)) {
+        const char *kind = dfl_st_meta(f, "method");
+        st = dfl_fail(DFL_ERR_FORMAT, "%s: a normalizing-flow checkpoint (%.32s), not a diffusion/flow-matching model", path,
+                      kind ? kind : "?");
+        dfl_st_close(f);
+        return st;
+    }
     const char *cfg = dfl_st_meta(f, "config");
     cJSON *o = cfg ? cJSON_Parse(cfg) : NULL;
     if (!o) {
