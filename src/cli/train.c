@@ -537,7 +537,7 @@ int cmd_train(int argc, char **argv)
         {"--ema-halflife", NULL, ARG_FLOAT, &o.ema_halflife, "IMGS", "EMA half-life in samples (default 10% of training samples; 0: off)", 0},
         {"--seed", NULL, ARG_U64, &o.seed, "S", "seed for every random draw", 0},
         {"--out", "-o", ARG_STR, &o.out, "DIR", "run directory (default runs/<data>-<method>)", 0},
-        {"--resume", NULL, ARG_BOOL, &o.resume, NULL, "continue the run in --out from its train_state.safetensors", 0},
+        {"--resume", NULL, ARG_BOOL, &o.resume, NULL, "continue the run in --out from its train_state.safetensors (with its saved --lr, --batch, --clip, --warmup, --ema-halflife)", 0},
         {"--threads", NULL, ARG_INT, &o.threads, "N", "threads (0: all cores)", 0},
         {"--log-every", NULL, ARG_INT, &o.log_every, "N", "log.csv / plain progress interval (default steps/100)", 0},
         {"--ckpt-every", NULL, ARG_INT, &o.ckpt_every, "N", "checkpoint interval in steps (default steps/4)", 0},
