@@ -170,7 +170,14 @@ expect_error "sampler flag with a flow checkpoint" "--sampler" -- "$BIN" sample 
 expect_error "ODE flag with a flow checkpoint" "--rtol" -- "$BIN" eval --ckpt "$CK" --rtol 1e-3
 [ -e "$T/x.csv" ] && { echo "FAIL a refused sample wrote its output"; nfail=$((nfail+1)); }
 expect_error "resume with another flow" "trained as" -- "$BIN" train --method realnvp --data moons --width 32 --steps 500 --resume --out "$T/realnvp-moons"
-expect_error "non-finite loss keeps the checkpoint" "last good checkpoint" -- "$BIN" train --method realnvp --data moons --steps 500 --lr 1e30 --resume --threads 1 --out "$T/realnvp-moons"
+expect_error "resume with another lr" "trained with --lr" -- "$BIN" train --method realnvp --data moons --steps 500 --lr 1e30 --resume --threads 1 --out "$T/realnvp-moons"
+# Non-finite: a flow saved at step 1 with lr 1e30 (which --resume keeps) fails at step 2, naming the
+# layer, and keeps its checkpoint.
+"$BIN" train --method realnvp --data moons --steps 1 --lr 1e30 --samples 0 --threads 1 --out "$T/nan" 2>/dev/null \
+  || { echo "FAIL nan flow run"; nfail=$((nfail+1)); }
+nan_before=$(sha256sum "$T/nan/model.safetensors" "$T/nan/train_state.safetensors")
+expect_error "non-finite loss keeps the checkpoint" "last good checkpoint" -- "$BIN" train --method realnvp --data moons --steps 20 --resume --threads 1 --out "$T/nan"
+[ "$nan_before" = "$(sha256sum "$T/nan/model.safetensors" "$T/nan/train_state.safetensors")" ] || { echo "FAIL a non-finite flow run changed its checkpoint"; nfail=$((nfail+1)); }
 [ "$sum_before" = "$(sha256sum "$CK" "$T/realnvp-moons/train_state.safetensors")" ] || { echo "FAIL a refused run changed the checkpoint"; nfail=$((nfail+1)); }
 # Checkpoints of another model: a tensor renamed, and one with another shape.
 python3 - "$CK" "$T/renamed.safetensors" "$T/reshaped.safetensors" <<'PY'
