@@ -96,11 +96,13 @@ double dfl_rope_attn_factor(const dfl_rope_cfg *cfg);
 /* ggml's YaRN correction dimension (reference 2.2 step 2): the (real) pair index at which
  * r_i = L / lambda_i equals n_rot: rd ln(L / (2 pi n_rot)) / (2 ln b). With rd 128, L 4096,
  * b 1e4: n_rot 32 -> 20.94, n_rot 1 -> 45.03. Pairs below corr_dim(beta) keep theta_i, pairs
- * above corr_dim(alpha) get theta_i / s. */
+ * above corr_dim(alpha) get theta_i / s. Pure function, no error status: rot_dim, theta,
+ * orig_ctx and n_rot must be > 0 (otherwise the result is NaN or infinite). */
 double dfl_rope_yarn_corr_dim(int rot_dim, double theta, int orig_ctx, double n_rot);
 
 /* cos/sin tables of T positions: cos[t * rd/2 + i] = a cos(pos[t] freq[i]), likewise sin, with
- * a = dfl_rope_attn_factor(cfg). cos, sin: T * rd/2 floats each. Errors as dfl_rope_rot_dim. */
+ * a = dfl_rope_attn_factor(cfg). cos, sin: T * rd/2 floats each. Errors as dfl_rope_rot_dim,
+ * and DFL_ERR_ARG for pos NULL with T > 0 (T = 0 writes nothing). */
 dfl_status dfl_rope_tables(const dfl_rope_cfg *cfg, int head_dim, const int *pos, int T,
                            float *cos_t, float *sin_t);
 
@@ -176,7 +178,8 @@ dfl_status dfl_alibi_slopes(int H, float *slopes);
 /* ALiBi bias (H, Tq, Tk): bias[h, i, j] = -slope_h |(q_offset + i) - j|, the symmetric form. For
  * causal attention the entries j > q_offset + i are masked by the attention op, so what remains
  * is the paper's m_h [-(i-1), ..., -1, 0]; for bidirectional attention it is the symmetric
- * distance penalty. Not scaled by 1/sqrt(Dh). No gradient. Tq, Tk >= 1, q_offset >= 0. */
+ * distance penalty. Not scaled by 1/sqrt(Dh). No gradient. Tq, Tk >= 1, q_offset >= 0 and
+ * H >= 1, else NULL with DFL_ERR_ARG; DFL_ERR_NOMEM. */
 dfl_tensor *dfl_alibi_bias(dfl_ctx *ctx, int H, int Tq, int Tk, int q_offset);
 
 /* ================================================================ T5 relative buckets */
@@ -191,7 +194,8 @@ int dfl_t5_bucket(int rel, int bidirectional, int num_buckets, int max_distance)
 
 /* T5 bias (H, Tq, Tk): bias[h, i, j] = table[bucket(j - (q_offset + i)), h] with table
  * (num_buckets, H) learned. Differentiable in table (the gradient is scattered back into the
- * bucket rows). Errors: table not 2-D, bad bucket settings (DFL_ERR_ARG). */
+ * bucket rows). Errors: DFL_ERR_SHAPE for a table that is not 2-D; DFL_ERR_ARG for bad bucket
+ * settings, Tq or Tk < 1, or q_offset < 0. */
 dfl_tensor *dfl_t5_bias(dfl_ctx *ctx, dfl_tensor *table, int Tq, int Tk, int q_offset,
                         int bidirectional, int max_distance);
 
@@ -201,7 +205,8 @@ dfl_tensor *dfl_t5_bias(dfl_ctx *ctx, dfl_tensor *table, int Tq, int Tk, int q_o
  * aK[clip(j - (q_offset + i), -k, k) + k, :], k = (R - 1)/2 for aK (R, Dh), R odd. q (B, H, Tq,
  * Dh) (or any (..., Tq, Dh)); output (..., Tq, Tk). With an attention op that divides only
  * q.k by sqrt(Dh), pass scale = 1/sqrt(Dh) to get Shaw's e_ij = q(k + a)^T / sqrt(d).
- * Differentiable in q and aK. Errors: DFL_ERR_SHAPE for R even or Dh mismatch. */
+ * Differentiable in q and aK. Errors: DFL_ERR_SHAPE for R even or Dh mismatch; DFL_ERR_ARG for
+ * Tk < 1 or q_offset < 0. */
 dfl_tensor *dfl_shaw_bias(dfl_ctx *ctx, dfl_tensor *q, dfl_tensor *aK, int Tk, int q_offset,
                           float scale);
 
