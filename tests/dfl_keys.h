@@ -11,12 +11,16 @@
 #include "difflow/nn.h"
 
 /* Fails the current test unless ps holds exactly the tensors listed in bench/peers/<file> (under
- * $DFL_SRC_DIR, else ..), with the same names and shapes, in the same order. */
+ * $DFL_SRC_DIR, else the source tree the test was built from), with the same names and shapes, in
+ * the same order. */
 static inline void dfl_check_keys(const dfl_params *ps, const char *file)
 {
     char path[4096];
     const char *src = getenv("DFL_SRC_DIR");
-    snprintf(path, sizeof path, "%s/bench/peers/%s", src ? src : "..", file);
+#ifndef DFL_SOURCE_DIR
+#define DFL_SOURCE_DIR ".."
+#endif
+    snprintf(path, sizeof path, "%s/bench/peers/%s", src ? src : DFL_SOURCE_DIR, file);
     FILE *f = fopen(path, "r");
     if (!f) fail_msg("cannot open %s", path);
     char line[512];
