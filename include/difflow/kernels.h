@@ -157,6 +157,7 @@ void dfl_k_scale_fwd(const float *x, float s, float *y, size_t n);
 void dfl_k_axpy(float s, const float *dy, float *dx, size_t n);
 /* References of dfl_k_scale_fwd (y = s x) and dfl_k_axpy (dx += s dy); arrays of n floats. */
 void dfl_k_scale_fwd_ref(const float *x, float s, float *y, size_t n);
+/* Naive dx += s dy over n floats (reference of dfl_k_axpy). */
 void dfl_k_axpy_ref(float s, const float *dy, float *dx, size_t n);
 
 /* y[p, i] = x[p, i] + v[p] for p < P = N C, i < S (add a per-(sample, channel) value to every
@@ -164,7 +165,9 @@ void dfl_k_axpy_ref(float s, const float *dy, float *dx, size_t n);
 void dfl_k_add_channel_fwd(const float *x, const float *v, float *y, int P, int S);
 /* dx += dy; dv[p] += sum_i dy[p, i]. dy (P, S), dx (P, S) or NULL, dv (P) or NULL. */
 void dfl_k_add_channel_bwd(const float *dy, float *dx, float *dv, int P, int S);
+/* Naive reference of dfl_k_add_channel_fwd: x (P, S), v (P), y (P, S). */
 void dfl_k_add_channel_fwd_ref(const float *x, const float *v, float *y, int P, int S);
+/* Naive reference of dfl_k_add_channel_bwd: dy (P, S), dx (P, S) or NULL, dv (P) or NULL. */
 void dfl_k_add_channel_bwd_ref(const float *dy, float *dx, float *dv, int P, int S);
 
 /* ================================================================ shape (ops_shape.c) */
@@ -183,11 +186,17 @@ void dfl_k_upsample2_bwd(const float *dy, float *dx, int P, int H, int W);
 void dfl_k_concat_fwd(const float *a, const float *b, float *y, int N, size_t Sa, size_t Sb);
 /* da += y-slice, db += y-slice. dy (N, Sa + Sb), da (N, Sa) or NULL, db (N, Sb) or NULL. */
 void dfl_k_concat_bwd(const float *dy, float *da, float *db, int N, size_t Sa, size_t Sb);
+/* Naive references of the channel concat: a (N, Sa), b (N, Sb), y / dy (N, Sa + Sb). */
 void dfl_k_concat_fwd_ref(const float *a, const float *b, float *y, int N, size_t Sa, size_t Sb);
+/* Backward reference: da += dy[:, :Sa], db += dy[:, Sa:] (either may be NULL). */
 void dfl_k_concat_bwd_ref(const float *dy, float *da, float *db, int N, size_t Sa, size_t Sb);
+/* Naive reference of dfl_k_avg_pool2_fwd: x (P, H, W), y (P, H/2, W/2). */
 void dfl_k_avg_pool2_fwd_ref(const float *x, float *y, int P, int H, int W);
+/* Naive reference of dfl_k_avg_pool2_bwd: dy (P, H/2, W/2), dx (P, H, W). */
 void dfl_k_avg_pool2_bwd_ref(const float *dy, float *dx, int P, int H, int W);
+/* Naive reference of dfl_k_upsample2_fwd: x (P, H, W), y (P, 2H, 2W). */
 void dfl_k_upsample2_fwd_ref(const float *x, float *y, int P, int H, int W);
+/* Naive reference of dfl_k_upsample2_bwd: dy (P, 2H, 2W), dx (P, H, W). */
 void dfl_k_upsample2_bwd_ref(const float *dy, float *dx, int P, int H, int W);
 
 /* ================================================================ reductions (ops_reduce.c) */
@@ -203,8 +212,11 @@ double dfl_k_sq_err(const float *a, const float *b, const float *w, size_t n, in
  * da, db (n) or NULL. */
 void dfl_k_sq_err_bwd(const float *a, const float *b, const float *w, float g, float *da,
                       float *db, size_t n, int N);
+/* Naive sum of n floats in double (reference of dfl_k_sum). */
 double dfl_k_sum_ref(const float *x, size_t n);
+/* Naive dx[i] += g for i < n (reference of dfl_k_fill_add). */
 void dfl_k_fill_add_ref(float g, float *dx, size_t n);
+/* Naive reference of dfl_k_sq_err: weighted sum of (a - b)^2 over n values, w (N) per sample or NULL. */
 double dfl_k_sq_err_ref(const float *a, const float *b, const float *w, size_t n, int N);
 void dfl_k_sq_err_bwd_ref(const float *a, const float *b, const float *w, float g, float *da,
                           float *db, size_t n, int N);

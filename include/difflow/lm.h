@@ -61,8 +61,11 @@ int dfl_posenc_uses_rope(dfl_posenc p);
  * as the command line spells them; "?" for an unknown value. The parsers return DFL_ERR_ARG
  * naming the value and listing the known names. */
 const char *dfl_lm_rope_layout_name(dfl_rope_layout l);
+/* "none", "pi", "ntk" or "yarn" for a scaling; "?" for an unknown value. */
 const char *dfl_lm_rope_scaling_name(dfl_rope_scaling s);
+/* "interleaved" or "half" -> layout; DFL_ERR_ARG naming the value and the known names otherwise. */
 dfl_status dfl_lm_rope_layout_parse(const char *s, dfl_rope_layout *out);
+/* "none", "pi", "ntk" or "yarn" -> scaling; DFL_ERR_ARG naming the value and the known names otherwise. */
 dfl_status dfl_lm_rope_scaling_parse(const char *s, dfl_rope_scaling *out);
 
 /* LM hyper-parameters. Start from dfl_lm_cfg_default(). */
@@ -95,6 +98,8 @@ dfl_status dfl_lm_cfg_check(const dfl_lm_cfg *c);
 /* Config as a JSON object string (malloc'd; the caller frees) and back. The parser takes the
  * defaults for absent keys; DFL_ERR_FORMAT for malformed JSON or an unknown posenc. */
 char *dfl_lm_cfg_json(const dfl_lm_cfg *c);
+/* Parses dfl_lm_cfg_json's output into c (absent keys keep dfl_lm_cfg_default's values).
+ * DFL_ERR_FORMAT for malformed JSON, an unknown posenc/layout/scaling or a non-numeric size. */
 dfl_status dfl_lm_cfg_from_json(const char *json, dfl_lm_cfg *c);
 
 /* A model: its resolved config (ffn, table size and RoPE orig_ctx filled in) and its parameters. */
