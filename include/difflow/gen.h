@@ -478,7 +478,8 @@ dfl_status dfl_checkpoint_write(const char *path, dfl_params *const *groups, int
  * safetensors file, atomically. __metadata__ holds "format" = "difflow", "format_version",
  * "step", "arch", "method" and "config" (the full JSON). The config holds the whole process:
  * "method" (family name), "pred", sigma_min, sigma_max, sigma_data, P_mean, P_std, beta_min,
- * beta_d, eps_t, ve_sigma_min, ve_sigma_max, "ddpm_schedule" ("linear"/"cosine"), "ot" (bool).
+ * beta_d, eps_t, ve_sigma_min, ve_sigma_max, "ddpm_schedule" ("linear"/"cosine"), "ot" (bool);
+ * for a DiT also "posenc" (dfl_dit_posenc_name) and, with rope2d, "rope_theta".
  * Errors: those of dfl_safetensors_save. */
 dfl_status dfl_model_save(const char *path, const dfl_model *m, const dfl_model_info *info);
 
@@ -487,7 +488,8 @@ dfl_status dfl_model_save(const char *path, const dfl_model *m, const dfl_model_
  * otherwise DFL_ERR_MISMATCH naming the tensor. DFL_ERR_FORMAT if the file is not a difflow
  * checkpoint (no config) or its config is invalid (unknown method/pred/ddpm_schedule, a pred the
  * family refuses, invalid constants); DFL_ERR_IO/DFL_ERR_FORMAT from the reader. Keys a config
- * lacks (checkpoints written before pred/VP/VE/DDPM existed) keep dfl_process_default's values. */
+ * lacks (checkpoints written before pred/VP/VE/DDPM existed) keep dfl_process_default's values;
+ * a DiT config without "posenc" is the preset's rope2d, an unknown posenc is DFL_ERR_FORMAT. */
 dfl_status dfl_model_load(const char *path, dfl_model *m, dfl_model_info *info);
 
 /* The config JSON of a model (malloc'd string; NULL on failure). */

@@ -65,6 +65,13 @@ typedef enum {
     DFL_DIT_POS_NONE = 2
 } dfl_dit_posenc;
 
+/* The DiT encodings as `difflow train --posenc` and checkpoint configs spell them: "rope2d",
+ * "sincos", "none"; "?" for a value outside the enum. */
+const char *dfl_dit_posenc_name(dfl_dit_posenc p);
+/* Parses a DiT --posenc name ("rope2d", "sincos" or "none"; exact, lower case) into *out.
+ * DFL_ERR_ARG naming the value and listing the known names otherwise (*out unchanged). */
+dfl_status dfl_dit_posenc_parse(const char *s, dfl_dit_posenc *out);
+
 typedef struct dfl_net dfl_net;
 
 /* Architecture hyper-parameters (the reference configurations of DESIGN section 13). */

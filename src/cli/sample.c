@@ -339,6 +339,11 @@ int cmd_info(int argc, char **argv)
     dfl_params *ps = dfl_net_params(m.net);
     printf("checkpoint:  %s\n", ckpt);
     printf("arch:        %s\n", info.arch);
+    const dfl_arch_cfg *ac = dfl_net_cfg(m.net);
+    if (ac->arch == DFL_ARCH_DIT) {
+        if (ac->posenc == DFL_DIT_POS_ROPE2D) printf("posenc:      rope2d (2-D axial RoPE, base %g)\n", ac->rope_theta);
+        else printf("posenc:      %s\n", dfl_dit_posenc_name(ac->posenc));
+    }
     printf("method:      %s (pred %s%s)\n", dfl_family_name(m.proc.family), dfl_pred_name(m.proc.pred),
            m.proc.fm_ot ? ", minibatch OT" : "");
     printf("data:        %s\n", info.data);

@@ -42,6 +42,7 @@ static const char *TRAIN_USAGE =
 
 typedef struct {
     const char *data, *data_dir, *method, *preset, *out, *pred, *ddpm_schedule;
+    const char *posenc;      /* --arch dit: rope2d, sincos or none */
     const char *reflow_from; /* reflow mode: the previous flow's checkpoint */
     int pairs, pair_steps;
     int ot;
@@ -488,7 +489,8 @@ static int diff_trainee_open(cli_trainee *t, const dfl_process *proc, const dfl_
         snprintf(msg, sizeof msg, "%s", dfl_last_error());
         return fail_cli(msg);
     }
-    snprintf(t->desc, sizeof t->desc, "%s with %s (pred %s%s)", preset, method, dfl_pred_name(proc->pred),
+    snprintf(t->desc, sizeof t->desc, "%s%s%s with %s (pred %s%s)", preset, ac->arch == DFL_ARCH_DIT ? " posenc " : "",
+             ac->arch == DFL_ARCH_DIT ? dfl_dit_posenc_name(ac->posenc) : "", method, dfl_pred_name(proc->pred),
              proc->fm_ot ? ", minibatch OT" : "");
     if (!resume) return 0;
     dfl_model chk;
@@ -498,7 +500,13 @@ static int diff_trainee_open(cli_trainee *t, const dfl_process *proc, const dfl_
     }
     int same = strcmp(ci->arch, preset) == 0 && chk.proc.family == proc->family && strcmp(ci->data, data) == 0 &&
                chk.proc.pred == proc->pred && chk.proc.ddpm_schedule == proc->ddpm_schedule && chk.proc.fm_ot == proc->fm_ot;
+    dfl_dit_posenc chk_pe = dfl_net_cfg(chk.net)->posenc;
     dfl_net_free(chk.net);
+    if (same && ac->arch == DFL_ARCH_DIT && chk_pe != ac->posenc) {
+        snprintf(msg, sizeof msg, "--resume: %s was trained with --posenc %s, not %s (--posenc)", p_model,
+                 dfl_dit_posenc_name(chk_pe), dfl_dit_posenc_name(ac->posenc));
+        return fail_cli(msg);
+    }
     if (!same) {
         snprintf(msg, sizeof msg, "--resume: %s was trained as %s/%s (pred %s%s) on %s, not %s/%s (pred %s%s) on %s", p_model,
                  ci->arch, dfl_family_name(chk.proc.family), dfl_pred_name(chk.proc.pred), chk.proc.fm_ot ? ", ot" : "",
@@ -528,6 +536,7 @@ int cmd_train(int argc, char **argv)
         {"--ot", NULL, ARG_BOOL, &o.ot, NULL, "fm, cnf: pair noise and data by exact minibatch optimal transport", 0},
         {"--ddpm-schedule", NULL, ARG_STR, &o.ddpm_schedule, "NAME", "ddpm: beta schedule linear or cosine (default linear)", 0},
         {"--preset", "--arch", ARG_STR, &o.preset, "NAME", "toy-mlp, fmnist-unet-s or fmnist-dit-s (alias dit) (default: by data)", 0},
+        {"--posenc", NULL, ARG_STR, &o.posenc, "NAME", "--arch dit: rope2d (2-D axial RoPE, default), sincos (DiT's fixed table) or none", 0},
         CLI_FLOW_FLAG_SPECS(ff),
         {"--steps", NULL, ARG_LONG, &o.steps, "N", "optimizer steps (default 4000 2-D; images ~10 min on 2 cores: 720, nice 3200, realnvp 2000, glow 1600)", 0},
         {"--batch", NULL, ARG_INT, &o.batch, "B", "batch size (default 64 images, 512 2-D)", 0},
@@ -554,8 +563,9 @@ int cmd_train(int argc, char **argv)
     dfl_model teacher = {0};
     dfl_model_info tinfo;
     if (o.reflow_from) {
-        if (args_find(specs, "--data")->seen || args_find(specs, "--method")->seen || args_find(specs, "--pred")->seen)
-            return fail_cli("reflow takes the data, method and architecture of --reflow-from; drop --data/--method/--pred");
+        if (args_find(specs, "--data")->seen || args_find(specs, "--method")->seen || args_find(specs, "--pred")->seen ||
+            args_find(specs, "--posenc")->seen)
+            return fail_cli("reflow takes the data, method and architecture of --reflow-from; drop --data/--method/--pred/--posenc");
         if (cli_flow_flags_seen(specs)) return fail_cli(cli_flow_flags_refusal(specs, "fm"));
         if (dfl_model_load(o.reflow_from, &teacher, &tinfo)) {
             snprintf(msg, sizeof msg, "%s (--reflow-from)", dfl_last_error());
@@ -585,7 +595,7 @@ int cmd_train(int argc, char **argv)
      * method fm in its checkpoint, in runs/DATA-cnf by default. */
     int is_flow = cli_flow_method(o.method), is_cnf = strcmp(o.method, "cnf") == 0;
     if (is_flow) {
-        static const char *diffusion_only[] = {"--pred", "--ot", "--ddpm-schedule", "--preset", "--sample-steps"};
+        static const char *diffusion_only[] = {"--pred", "--ot", "--ddpm-schedule", "--preset", "--posenc", "--sample-steps"};
         for (size_t i = 0; i < sizeof diffusion_only / sizeof diffusion_only[0]; i++)
             if (args_find(specs, diffusion_only[i])->seen) {
                 snprintf(msg, sizeof msg, "%s applies to diffusion and flow-matching methods, not the normalizing flow %s (%s)",
@@ -661,6 +671,18 @@ int cmd_train(int argc, char **argv)
             snprintf(msg, sizeof msg, "preset '%s' does not fit data '%s' (--preset: fmnist-unet-s or fmnist-dit-s for images, toy-mlp for 2-D)",
                      o.preset, o.data);
             return fail_cli(msg);
+        }
+        if (o.posenc && ac.arch != DFL_ARCH_DIT) {
+            snprintf(msg, sizeof msg, "--posenc applies to --arch dit (fmnist-dit-s), not %s (--posenc)", o.preset);
+            return fail_cli(msg);
+        }
+        if (o.posenc && dfl_dit_posenc_parse(o.posenc, &ac.posenc)) {
+            snprintf(msg, sizeof msg, "%s (--posenc)", dfl_last_error());
+            return fail_cli(msg);
+        }
+        if (o.reflow_from) { /* the student is the teacher's network */
+            ac.posenc = dfl_net_cfg(teacher.net)->posenc;
+            ac.rope_theta = dfl_net_cfg(teacher.net)->rope_theta;
         }
     }
     /* Flags given explicitly are validated as given; only absent ones take computed defaults. */

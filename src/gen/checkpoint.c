@@ -30,6 +30,11 @@ char *dfl_model_config_json(const dfl_model *m, const dfl_model_info *info)
     cJSON_AddNumberToObject(o, "ve_sigma_max", p->ve_sigma_max);
     cJSON_AddStringToObject(o, "ddpm_schedule", dfl_ddpm_schedule_name(p->ddpm_schedule));
     cJSON_AddBoolToObject(o, "ot", p->fm_ot != 0);
+    const dfl_arch_cfg *ac = dfl_net_cfg(m->net);
+    if (ac->arch == DFL_ARCH_DIT) { /* the preset's architecture, plus its positional encoding */
+        cJSON_AddStringToObject(o, "posenc", dfl_dit_posenc_name(ac->posenc));
+        if (ac->posenc == DFL_DIT_POS_ROPE2D) cJSON_AddNumberToObject(o, "rope_theta", ac->rope_theta);
+    }
     cJSON_AddStringToObject(o, "data", info->data);
     cJSON_AddStringToObject(o, "data_transform",
                             dfl_net_cfg(m->net)->arch != DFL_ARCH_MLP ? "x = v/127.5 - 1 (8-bit pixels to [-1, 1])" : "none (2-D points)");
@@ -131,6 +136,19 @@ dfl_status dfl_model_load(const char *path, dfl_model *m, dfl_model_info *info)
         st = dfl_fail(DFL_ERR_FORMAT, "%s: config names unknown arch '%s' or method '%s'", path, arch->valuestring,
                       method->valuestring);
         goto out;
+    }
+    if (ac.arch == DFL_ARCH_DIT) {
+        /* DiT checkpoints written before "posenc" existed used the preset's 2-D RoPE. */
+        const cJSON *pe = cJSON_GetObjectItemCaseSensitive(o, "posenc");
+        if (pe && (!cJSON_IsString(pe) || dfl_dit_posenc_parse(pe->valuestring, &ac.posenc))) {
+            st = dfl_fail(DFL_ERR_FORMAT, "%s: config names an unknown DiT posenc '%s' (known: rope2d, sincos, none)", path,
+                          cJSON_IsString(pe) ? pe->valuestring : "?");
+            goto out;
+        }
+        if (get_num(o, "rope_theta", &ac.rope_theta) && !(ac.rope_theta > 0)) {
+            st = dfl_fail(DFL_ERR_FORMAT, "%s: config has an invalid rope_theta %g", path, ac.rope_theta);
+            goto out;
+        }
     }
     dfl_process_default(&m->proc, fam);
     /* Keys added with the VP/sub-VP/VE/DDPM families; older checkpoints lack them and keep the

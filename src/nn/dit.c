@@ -57,6 +57,23 @@ void dfl_dit_preset(dfl_arch_cfg *c)
     c->rope_theta = 100.0;
 }
 
+static const char *const POSENC_NAMES[3] = {"rope2d", "sincos", "none"};
+
+const char *dfl_dit_posenc_name(dfl_dit_posenc p)
+{
+    return (unsigned)p < 3 ? POSENC_NAMES[p] : "?";
+}
+
+dfl_status dfl_dit_posenc_parse(const char *s, dfl_dit_posenc *out)
+{
+    for (int i = 0; s && i < 3; i++)
+        if (!strcmp(s, POSENC_NAMES[i])) {
+            *out = (dfl_dit_posenc)i;
+            return DFL_OK;
+        }
+    return dfl_fail(DFL_ERR_ARG, "unknown DiT positional encoding '%s' (known: rope2d, sincos, none)", s ? s : "(null)");
+}
+
 dfl_status dfl_dit_validate(const dfl_arch_cfg *c)
 {
     if (c->channels < 1 || c->height < 1 || c->width < 1)
