@@ -6,17 +6,21 @@
 #include <sys/resource.h>
 
 #include "cli.h"
+#include "difflow/flops.h"
 #include "difflow/optim.h"
 #include "difflow/progress.h"
 
 static const char *BENCH_USAGE =
     "usage: difflow bench [--preset toy-mlp|fmnist-unet-s|fmnist-dit-s] [--steps K] [--warmup W] [--batch B] [--threads N]\n"
-    "                     [--sample] [--json]\n"
+    "                     [--sample] [--peak-gflops X] [--json]\n"
     "\n"
     "Times K training steps (flow-matching loss, Adam) after W warmup steps on random data and prints\n"
     "steps/s, samples/s and peak resident memory. --sample instead times Heun sampling with 35 NFE\n"
-    "(18 steps, uniform t) at batch 256 (images/s). Compare with bench/compare, which runs the same\n"
-    "configuration in PyTorch in the same run.";
+    "(18 steps, uniform t) at batch 256 (images/s). Both also print the achieved GFLOP/s from the\n"
+    "analytic count of include/difflow/flops.h (matrix products only; training = 3 x forward per\n"
+    "sample, sampling = NFE x forward per image) and, given --peak-gflops (bench/sgemm's peak), the\n"
+    "fraction of that peak. Compare with bench/compare, which runs the same configuration in PyTorch\n"
+    "in the same run.";
 
 static double peak_rss_mib(void)
 {
@@ -25,10 +29,19 @@ static double peak_rss_mib(void)
     return (double)ru.ru_maxrss / 1024.0;
 }
 
+/* ", 41.2% of the 120.0 GFLOP/s sgemm peak" and its JSON field, or empty strings without a peak. */
+static void peak_fraction(double gflops, double peak, char *txt, size_t ntxt, char *js, size_t njs)
+{
+    if (peak <= 0) return;
+    snprintf(txt, ntxt, ", %.1f%% of the %.1f GFLOP/s sgemm peak", 100.0 * gflops / peak, peak);
+    snprintf(js, njs, ",\"peak_gflops\":%.2f,\"fraction_of_peak\":%.4f", peak, gflops / peak);
+}
+
 int cmd_bench(int argc, char **argv)
 {
     const char *preset = "toy-mlp";
     int steps = -1, warmup = -1, batch = -1, threads = 0, sample = 0, json = 0;
+    double peak = 0;
     uint64_t seed = 0;
     arg_spec specs[] = {
         {"--preset", NULL, ARG_STR, &preset, "NAME", "toy-mlp, fmnist-unet-s or fmnist-dit-s", 0},
@@ -37,6 +50,7 @@ int cmd_bench(int argc, char **argv)
         {"--batch", NULL, ARG_INT, &batch, "B", "batch (default 512 toy-mlp, 64 images, 256 sampling)", 0},
         {"--threads", NULL, ARG_INT, &threads, "N", "threads (0: all cores)", 0},
         {"--sample", NULL, ARG_BOOL, &sample, NULL, "time sampling instead of training", 0},
+        {"--peak-gflops", NULL, ARG_FLOAT, &peak, "X", "sgemm peak GFLOP/s (bench/sgemm) for the fraction-of-peak figure; 0: none (default)", 0},
         {"--json", NULL, ARG_BOOL, &json, NULL, "print one JSON line", 0},
         {"--seed", NULL, ARG_U64, &seed, "S", "seed", 0},
         {NULL, NULL, 0, NULL, NULL, NULL, 0}};
@@ -52,7 +66,8 @@ int cmd_bench(int argc, char **argv)
     if (!args_find(specs, "--warmup")->seen) warmup = sample ? 0 : img ? 2 : 20;
     if (!args_find(specs, "--batch")->seen) batch = sample ? 256 : img ? 64 : 512;
     const char *bad = steps < 1 ? "--steps must be >= 1" : batch < 1 ? "--batch must be >= 1"
-                    : warmup < 0 ? "--warmup must be >= 0" : threads < 0 ? "--threads must be >= 0" : NULL;
+                    : warmup < 0 ? "--warmup must be >= 0" : threads < 0 ? "--threads must be >= 0"
+                    : !(peak >= 0) ? "--peak-gflops must be >= 0" : NULL;
     if (bad) {
         fprintf(stderr, "difflow: error: %s\n", bad);
         return 2;
@@ -76,6 +91,8 @@ int cmd_bench(int argc, char **argv)
         return 1;
     }
     for (size_t i = 0; i < n; i++) x[i] = img ? 2.f * dfl_rng_uniform(&rng) - 1.f : dfl_rng_normal(&rng);
+    double fwd_flops = dfl_arch_flops_fwd(&ac), gflops = 0;
+    char frac[64] = "", jfrac[64] = "";
     double rate = 0;
     const char *unit;
     int rc = 0;
@@ -94,13 +111,15 @@ int cmd_bench(int argc, char **argv)
         }
         rate = steps / (dfl_now() - t0);
         unit = "steps/s";
+        gflops = rate * batch * 3.0 * fwd_flops * 1e-9;
+        peak_fraction(gflops, peak, frac, sizeof frac, jfrac, sizeof jfrac);
         if (json)
             printf("{\"impl\":\"difflow\",\"preset\":\"%s\",\"mode\":\"train\",\"threads\":%d,\"batch\":%d,\"steps_per_s\":%.4f,"
-                   "\"samples_per_s\":%.2f,\"peak_rss_mib\":%.1f}\n",
-                   preset, dfl_get_threads(), batch, rate, rate * batch, peak_rss_mib());
+                   "\"samples_per_s\":%.2f,\"gflops\":%.2f,\"train_flops_per_sample\":%.6g%s,\"peak_rss_mib\":%.1f}\n",
+                   preset, dfl_get_threads(), batch, rate, rate * batch, gflops, 3.0 * fwd_flops, jfrac, peak_rss_mib());
         else
-            printf("difflow %s train: %.3f %s, %.1f samples/s (batch %d, %d threads), peak RSS %.1f MiB\n", preset, rate,
-                   unit, rate * batch, batch, dfl_get_threads(), peak_rss_mib());
+            printf("difflow %s train: %.3f %s, %.1f samples/s (batch %d, %d threads), %.2f GFLOP/s%s, peak RSS %.1f MiB\n",
+                   preset, rate, unit, rate * batch, batch, dfl_get_threads(), gflops, frac, peak_rss_mib());
     } else {
         dfl_sample_cfg sc = {.sampler = DFL_SAMPLER_HEUN, .schedule = DFL_SCHED_UNIFORM, .steps = 18, .rho = 7};
         int nfe = 0;
@@ -112,13 +131,15 @@ int cmd_bench(int argc, char **argv)
                 goto done;
             }
         rate = (double)steps * batch / (dfl_now() - t0);
+        gflops = rate * nfe * fwd_flops * 1e-9;
+        peak_fraction(gflops, peak, frac, sizeof frac, jfrac, sizeof jfrac);
         if (json)
             printf("{\"impl\":\"difflow\",\"preset\":\"%s\",\"mode\":\"sample\",\"threads\":%d,\"batch\":%d,\"nfe\":%d,"
-                   "\"images_per_s\":%.3f,\"peak_rss_mib\":%.1f}\n",
-                   preset, dfl_get_threads(), batch, nfe, rate, peak_rss_mib());
+                   "\"images_per_s\":%.3f,\"gflops\":%.2f,\"fwd_flops_per_sample\":%.6g%s,\"peak_rss_mib\":%.1f}\n",
+                   preset, dfl_get_threads(), batch, nfe, rate, gflops, fwd_flops, jfrac, peak_rss_mib());
         else
-            printf("difflow %s sample: %.2f samples/s (Heun, %d NFE, batch %d, %d threads), peak RSS %.1f MiB\n", preset,
-                   rate, nfe, batch, dfl_get_threads(), peak_rss_mib());
+            printf("difflow %s sample: %.2f samples/s (Heun, %d NFE, batch %d, %d threads), %.2f GFLOP/s%s, peak RSS %.1f MiB\n",
+                   preset, rate, nfe, batch, dfl_get_threads(), gflops, frac, peak_rss_mib());
     }
 done:
     free(x);
