@@ -1,7 +1,8 @@
 /* DiT backbone (src/nn/dit.c): preset size and names (against PyTorch's state_dict), outputs
  * against the PyTorch module (bench/peers/torch_models.py), patchify/unpatchify as exact inverses,
  * adaLN-Zero start (output exactly 0), backprop against finite differences at perturbed
- * parameters (both positional encodings), positions reaching the model, a short FM training run. */
+ * parameters (both positional encodings), positions reaching the model, the sin-cos table against
+ * reference numbers, rope2d / sincos / none giving different outputs, a short FM training run. */
 #include "dfl_test.h"
 #include "dfl_keys.h"
 
@@ -9,6 +10,7 @@
 #include "difflow/nn.h"
 #include "difflow/ops.h"
 #include "difflow/optim.h"
+#include "nn/dit.h"
 
 /* A small DiT: 2x8x8 images, patch 2 (16 tokens), D 16, 2 blocks, 2 heads of 8. */
 static dfl_arch_cfg small_cfg(dfl_dit_posenc pe)
@@ -309,6 +311,93 @@ static void test_positions_reach_model(void **state)
     check_positions(DFL_DIT_POS_NONE, 1); /* control */
 }
 
+/* DiT's 2-D sin-cos table against numbers not computed by the formula under test: reference
+ * positional.md 3.3 gives the Vaswani table for d = 8 at position 1, i.e. sin and cos of
+ * w = (1, 0.1, 0.01, 0.001), which is DiT's ladder 10000^(-k/(D/4)) for D = 16. Positions 2 and 3
+ * follow from those by the angle-addition identities; position 0 is sin 0 = 0, cos 0 = 1. The
+ * grid is 3 rows x 4 columns, so a row/column swap or a transposed token order fails. */
+static void test_sincos_table_values(void **state)
+{
+    (void)state;
+    static const double s1[4] = {0.841471, 0.099833, 0.010000, 0.001000};
+    static const double c1[4] = {0.540302, 0.995004, 0.999950, 1.000000};
+    double sn[4][4], cs[4][4]; /* [position][k] */
+    for (int k = 0; k < 4; k++) {
+        sn[0][k] = 0, cs[0][k] = 1;
+        sn[1][k] = s1[k], cs[1][k] = c1[k];
+        for (int p = 2; p < 4; p++) { /* sin((p-1)a + a), cos((p-1)a + a) */
+            sn[p][k] = sn[p - 1][k] * c1[k] + cs[p - 1][k] * s1[k];
+            cs[p][k] = cs[p - 1][k] * c1[k] - sn[p - 1][k] * s1[k];
+        }
+    }
+    const int gh = 3, gw = 4, D = 16;
+    float pe[12 * 16];
+    dfl_dit_sincos_table(pe, gh, gw, D);
+    for (int t = 0; t < gh * gw; t++) {
+        int row = t / gw, col = t % gw;
+        for (int k = 0; k < 4; k++) {
+            CHECK_CLOSE(pe[t * D + k], sn[col][k], 1e-5);
+            CHECK_CLOSE(pe[t * D + 4 + k], cs[col][k], 1e-5);
+            CHECK_CLOSE(pe[t * D + 8 + k], sn[row][k], 1e-5);
+            CHECK_CLOSE(pe[t * D + 12 + k], cs[row][k], 1e-5);
+        }
+    }
+    /* spot values: token (row 2, col 3) feature 0 is sin 3 = 0.141120, feature 8 is sin 2 = 0.909297 */
+    CHECK_CLOSE(pe[11 * D + 0], 0.141120, 1e-5);
+    CHECK_CLOSE(pe[11 * D + 8], 0.909297, 1e-5);
+}
+
+/* The three encodings of one network (same seed, so the same parameters, perturbed alike) give
+ * different outputs for the same input, all finite; names round-trip through the parser and an
+ * unknown name is refused. */
+static void test_posenc_variants_differ(void **state)
+{
+    (void)state;
+    static const dfl_dit_posenc pes[3] = {DFL_DIT_POS_ROPE2D, DFL_DIT_POS_SINCOS, DFL_DIT_POS_NONE};
+    int N = 2, shape[4] = {N, 2, 8, 8};
+    size_t n = dfl_shape_numel(4, shape);
+    float x[256], tv[2] = {0.3f, 0.7f}, y[3][256];
+    dfl_rng xr;
+    dfl_rng_init(&xr, 5);
+    dfl_rng_fill_normal(&xr, x, n);
+    for (int v = 0; v < 3; v++) {
+        dfl_arch_cfg c = small_cfg(pes[v]);
+        dfl_rng r;
+        dfl_rng_init(&r, 21);
+        dfl_net *net = dfl_net_new(&c, &r);
+        assert_non_null(net);
+        perturb_params(net, &r, 0.3f);
+        dfl_ctx *ctx = dfl_ctx_new();
+        dfl_tensor *out = run(ctx, net, x, shape, tv);
+        assert_non_null(out);
+        for (size_t i = 0; i < n; i++) {
+            assert_true(isfinite(out->data[i]));
+            y[v][i] = out->data[i];
+        }
+        dfl_ctx_free(ctx);
+        dfl_net_free(net);
+        dfl_dit_posenc back;
+        assert_int_equal(dfl_dit_posenc_parse(dfl_dit_posenc_name(pes[v]), &back), DFL_OK);
+        assert_int_equal(back, pes[v]);
+    }
+    for (int a = 0; a < 3; a++)
+        for (int b = a + 1; b < 3; b++) {
+            double md = 0, my = 0;
+            for (size_t i = 0; i < n; i++) {
+                md = fmax(md, fabs((double)y[a][i] - y[b][i]));
+                my = fmax(my, fabs((double)y[a][i]));
+            }
+            print_message("posenc %s vs %s: max |diff| %.4f (max |y| %.4f)\n", dfl_dit_posenc_name(pes[a]),
+                          dfl_dit_posenc_name(pes[b]), md, my);
+            assert_true(md > 0.05 * my);
+        }
+    dfl_dit_posenc pe = DFL_DIT_POS_NONE;
+    assert_int_equal(dfl_dit_posenc_parse("rope", &pe), DFL_ERR_ARG);
+    assert_int_equal(pe, DFL_DIT_POS_NONE);
+    assert_non_null(strstr(dfl_last_error(), "'rope'"));
+    assert_string_equal(dfl_dit_posenc_name((dfl_dit_posenc)9), "?");
+}
+
 /* 40 Adam steps of the flow-matching loss on four fixed 8x8 images lower the loss measured on a
  * fixed set of (noise, t) draws. */
 static void test_training_lowers_fm_loss(void **state)
@@ -431,6 +520,8 @@ int main(void)
         cmocka_unit_test(test_gradients_rope),
         cmocka_unit_test(test_gradients_sincos),
         cmocka_unit_test(test_positions_reach_model),
+        cmocka_unit_test(test_sincos_table_values),
+        cmocka_unit_test(test_posenc_variants_differ),
         cmocka_unit_test(test_training_lowers_fm_loss),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

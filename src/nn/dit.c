@@ -294,14 +294,12 @@ void dfl_dit_free(dfl_dit *d)
     free(d);
 }
 
-/* DiT / MAE get_2d_sincos_pos_embed: features [0, D/2) from the column, [D/2, D) from the row,
- * each half sin(pos w_k) for k < D/4 then cos(pos w_k), w_k = 10000^(-k/(D/4)). */
-static void sincos_2d(float *pe, const int *row, const int *col, int T, int D)
+void dfl_dit_sincos_table(float *pe, int gh, int gw, int D)
 {
-    int q = D / 4;
+    int q = D / 4, T = gh * gw;
     for (int t = 0; t < T; t++)
         for (int half = 0; half < 2; half++) {
-            double pos = half ? row[t] : col[t];
+            double pos = half ? t / gw : t % gw;
             for (int k = 0; k < q; k++) {
                 double a = pos * pow(10000.0, -(double)k / q);
                 pe[(size_t)t * D + half * 2 * q + k] = (float)sin(a);
@@ -333,7 +331,7 @@ dfl_dit *dfl_dit_new(const dfl_arch_cfg *c, dfl_params *ps, dfl_rng *rng)
     if (c->posenc == DFL_DIT_POS_SINCOS) {
         d->pos_table = malloc((size_t)d->T * D * sizeof(float));
         if (!d->pos_table) goto nomem;
-        sincos_2d(d->pos_table, d->row, d->col, d->T, D);
+        dfl_dit_sincos_table(d->pos_table, d->gh, d->gw, D);
     }
     d->rope = dfl_rope_default();
     d->rope.theta = c->rope_theta;
