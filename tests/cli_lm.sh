@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # difflow lm: train tiny models (rope, learned) on a small text, seeded generation reproduces,
-# eval prints one row per length (n/a for learned beyond its table), --resume continues, and bad
-# input gets one "difflow: error:" line and a non-zero exit before any work.
+# eval prints one row per length (n/a for learned beyond its table), --resume continues, the YaRN
+# flags are recorded, restored and overridable, and bad input gets one "difflow: error:" line and
+# a non-zero exit before any work.
 set -uo pipefail
 BIN="$1"
 T=$(mktemp -d /tmp/dfl_lm.XXXXXX)
@@ -81,6 +82,43 @@ else
   echo "ok   SIGINT $(tail -1 "$T/int.log" | grep -o 'at step [0-9]*'), resumed: identical to the uninterrupted run"
 fi
 
+# YaRN flags (paper's alpha/beta; HF rope_scaling beta_slow/beta_fast/original_max_position_embeddings):
+# recorded in config.json and the checkpoint, read back by eval, overridable at eval, and changing
+# the ramp changes the model's numbers.
+"$BIN" lm train --text "$T/text.txt" "${TINY[@]}" --steps 3 --rope-scaling yarn --rope-factor 2 --yarn-alpha 0.5 \
+  --yarn-beta-fast 8 --rope-orig-ctx 8 --out "$T/yarn" 2>"$T/yarn.log" || fail "train yarn: $(tail -2 "$T/yarn.log")"
+for kv in '"rope_scaling":"yarn"' '"rope_factor":2' '"yarn_alpha":0.5' '"yarn_beta":8' '"rope_orig_ctx":8'; do
+  grep -q "$kv" "$T/yarn/config.json" || fail "train yarn: config.json lacks $kv: $(cat "$T/yarn/config.json")"
+done
+"$BIN" lm eval --ckpt "$T/yarn/model.safetensors" --bytes 300 --threads 1 >"$T/yarn.eval" 2>/dev/null || fail "eval yarn"
+grep -q "scaling yarn x2, alpha 0.5, beta 8, original context 8)" "$T/yarn.eval" \
+  || fail "eval yarn: checkpoint's YaRN settings not restored: $(head -1 "$T/yarn.eval")"
+"$BIN" lm eval --ckpt "$T/yarn/model.safetensors" --yarn-beta 4 --bytes 300 --threads 1 >"$T/yarn4.eval" 2>/dev/null \
+  || fail "eval yarn --yarn-beta 4"
+grep -q "alpha 0.5, beta 4, original context 8)" "$T/yarn4.eval" || fail "eval --yarn-beta 4 not applied: $(head -1 "$T/yarn4.eval")"
+# rope model (context 16, Dh 8: r = 16 theta_i / 2 pi = 2.55, 0.25, 0.03, 0.003): zero-shot YaRN x4
+# with the default ramp (alpha 1, beta 32) against alpha 0.1, beta 2, which keeps pair 0 unscaled.
+"$BIN" lm eval --ckpt "$T/rope/model.safetensors" --rope-scaling yarn --rope-factor 4 --bytes 300 --threads 1 \
+  >"$T/y1.eval" 2>/dev/null || fail "eval rope + yarn"
+"$BIN" lm eval --ckpt "$T/rope/model.safetensors" --rope-scaling yarn --rope-factor 4 --yarn-beta-slow 0.1 --yarn-beta 2 \
+  --bytes 300 --threads 1 >"$T/y2.eval" 2>/dev/null || fail "eval rope + yarn, alpha 0.1 beta 2"
+grep -q "alpha 1, beta 32, original context 16)" "$T/y1.eval" || fail "eval rope + yarn: defaults: $(head -1 "$T/y1.eval")"
+grep -q "alpha 0.1, beta 2, original context 16)" "$T/y2.eval" || fail "eval rope + yarn: flags: $(head -1 "$T/y2.eval")"
+[ "$(grep -E '^32 ' "$T/y1.eval")" != "$(grep -E '^32 ' "$T/y2.eval")" ] || fail "the YaRN ramp did not change bits/byte at 2x"
+expect_error "yarn flag without yarn" "--yarn-beta applies to --rope-scaling yarn, not none (--yarn-beta)" -- \
+  "$BIN" lm train --text "$T/text.txt" "${TINY[@]}" --yarn-beta 16 --out "$T/x12"
+expect_error "orig ctx with ntk" "--rope-orig-ctx applies to --rope-scaling yarn, not ntk" -- \
+  "$BIN" lm train --text "$T/text.txt" "${TINY[@]}" --rope-scaling ntk --rope-factor 2 --rope-orig-ctx 8 --out "$T/x13"
+expect_error "yarn flag on alibi" "--yarn-alpha" -- "$BIN" lm train --posenc alibi --yarn-alpha 2 --text "$T/text.txt" --out "$T/x14"
+expect_error "beta <= alpha" "beta 2 > alpha 4" -- "$BIN" lm train --text "$T/text.txt" "${TINY[@]}" --rope-scaling yarn \
+  --rope-factor 2 --yarn-alpha 4 --yarn-beta 2 --out "$T/x15"
+expect_error "orig ctx 0" "--rope-orig-ctx" -- "$BIN" lm train --text "$T/text.txt" "${TINY[@]}" --rope-scaling yarn \
+  --rope-factor 2 --rope-orig-ctx 0 --out "$T/x16"
+expect_error "yarn override on a rope ckpt without yarn" "not none" -- \
+  "$BIN" lm eval --ckpt "$T/rope/model.safetensors" --yarn-alpha 2
+expect_error "resume with another ramp" "another model config" -- "$BIN" lm train --text "$T/text.txt" "${TINY[@]}" \
+  --steps 5 --rope-scaling yarn --rope-factor 2 --yarn-alpha 0.5 --yarn-beta 9 --rope-orig-ctx 8 --resume --out "$T/yarn"
+
 # Bad input: one error line, non-zero exit, nothing trained.
 : > "$T/empty.txt"
 expect_error "empty text" "empty" -- "$BIN" lm train --text "$T/empty.txt" --out "$T/x1"
@@ -100,7 +138,7 @@ expect_error "not an lm ckpt" "difflow-lm" -- "$BIN" lm eval --ckpt "$T/rope/tra
 expect_error "learned window" "learned table" -- "$BIN" lm generate --ckpt "$T/learned/model.safetensors" --window 64
 expect_error "scaling on learned" "--rope-scaling" -- "$BIN" lm eval --ckpt "$T/learned/model.safetensors" --rope-scaling ntk --rope-factor 2
 expect_error "bad temperature" "--temperature" -- "$BIN" lm generate --ckpt "$T/rope/model.safetensors" --temperature 0
-for i in $(seq 1 11); do [ -e "$T/x$i" ] && fail "a refused run created $T/x$i"; done
+for i in $(seq 1 16); do [ -e "$T/x$i" ] && fail "a refused run created $T/x$i"; done
 
 if [ $nfail -ne 0 ]; then echo "$nfail failure(s)"; exit 1; fi
 echo "all lm CLI checks passed"

@@ -8,7 +8,8 @@
  *   t5, rope-linear; weights re-drawn larger so every path carries gradient).
  * - RoPE layouts: interleaved and half-split models agree after permuting W_q/W_k rows per head.
  * - eval_bpb scores every byte once: equals the windows summed by hand.
- * - Checkpoint round trip gives bit-identical logits; config JSON round trip.
+ * - Checkpoint round trip gives bit-identical logits; config JSON round trip; the YaRN settings
+ *   (factor, alpha, beta, original context) round-trip and can be replaced on a built model.
  * - Sampling: the same seed gives the same bytes; top-k 1 is the argmax.
  * - A tiny overfit: a 64-byte string repeated is learned to < 0.5 bits/byte.
  * - Bad settings: odd rotary dim, odd head dim with RoPE, learned context beyond its table,
@@ -362,6 +363,80 @@ static void test_checkpoint_and_sampling(void **state)
     remove(path);
 }
 
+/* YaRN settings (factor, ramp alpha/beta, original context) survive a checkpoint round trip with
+ * bit-identical logits; orig_ctx 0 resolves to the training context; dfl_lm_set_rope_extension
+ * replaces them (the logits change with the ramp) and refuses beta <= alpha leaving the model as
+ * it was. */
+static void test_yarn_settings(void **state)
+{
+    (void)state;
+    dfl_rng r;
+    dfl_rng_init(&r, 6);
+    dfl_lm_cfg c = small_cfg(DFL_POSENC_ROPE);
+    c.rope.scaling = DFL_ROPE_SCALE_YARN;
+    c.rope.factor = 2.0;
+    dfl_lm *m0 = dfl_lm_new(&c, &r);
+    assert_non_null(m0);
+    assert_int_equal(dfl_lm_config(m0)->rope.orig_ctx, 32); /* 0 -> the training context */
+    dfl_lm_free(m0);
+    c.rope.yarn_alpha = 0.5;
+    c.rope.yarn_beta = 8.0;
+    c.rope.orig_ctx = 8;
+    dfl_lm *m = dfl_lm_new(&c, &r);
+    assert_non_null(m);
+    dfl_params *ps = dfl_lm_params(m); /* larger weights than at init, so positions matter */
+    for (int i = 0; i < ps->n; i++)
+        for (size_t k = 0; k < ps->p[i].t->n; k++) ps->p[i].t->data[k] += 0.2f * dfl_rng_normal(&r);
+    char path[] = "/tmp/test_lm_yarn_XXXXXX";
+    int fd = mkstemp(path);
+    assert_true(fd >= 0);
+    close(fd);
+    assert_int_equal(dfl_lm_save(path, m, 3, NULL, 0), DFL_OK);
+    dfl_lm *m2 = NULL;
+    long step = 0;
+    assert_int_equal(dfl_lm_load(path, &m2, &step, NULL), DFL_OK);
+    remove(path);
+    const dfl_lm_cfg *c2 = dfl_lm_config(m2);
+    assert_int_equal(c2->rope.scaling, DFL_ROPE_SCALE_YARN);
+    CHECK_CLOSE(c2->rope.factor, 2.0, 0);
+    CHECK_CLOSE(c2->rope.yarn_alpha, 0.5, 0);
+    CHECK_CLOSE(c2->rope.yarn_beta, 8.0, 0);
+    assert_int_equal(c2->rope.orig_ctx, 8);
+    int ids[24];
+    for (int t = 0; t < 24; t++) ids[t] = (int)dfl_rng_below(&r, 256);
+    dfl_ctx *ctx = dfl_ctx_new();
+    dfl_tensor *a = dfl_lm_logits(ctx, m, ids, 1, 24);
+    size_t n = a->n;
+    float *la = malloc(n * sizeof *la);
+    memcpy(la, a->data, n * sizeof *la);
+    dfl_ctx_reset(ctx);
+    assert_memory_equal(la, dfl_lm_logits(ctx, m2, ids, 1, 24)->data, n * sizeof *la);
+    /* another ramp: alpha 1, beta 32, L = the context (orig_ctx 0) */
+    dfl_rope_cfg e = c2->rope;
+    e.yarn_alpha = 1.0;
+    e.yarn_beta = 32.0;
+    e.orig_ctx = 0;
+    assert_int_equal(dfl_lm_set_rope_extension(m2, &e), DFL_OK);
+    assert_int_equal(dfl_lm_config(m2)->rope.orig_ctx, 32);
+    dfl_ctx_reset(ctx);
+    dfl_tensor *b = dfl_lm_logits(ctx, m2, ids, 1, 24);
+    double md = 0;
+    for (size_t i = 0; i < n; i++) md = fmax(md, fabs((double)b->data[i] - la[i]));
+    print_message("yarn ramp (0.5, 8, L 8) -> (1, 32, L 32): max |logit change| %.4f\n", md);
+    assert_true(md > 1e-3);
+    /* the logits at position 0 do not depend on the frequencies (angle 0) */
+    for (int i = 0; i < 256; i++) CHECK_CLOSE(b->data[i], la[i], 1e-5);
+    e.yarn_alpha = 4.0;
+    e.yarn_beta = 2.0;
+    assert_int_equal(dfl_lm_set_rope_extension(m2, &e), DFL_ERR_ARG);
+    CHECK_CLOSE(dfl_lm_config(m2)->rope.yarn_alpha, 1.0, 0);
+    CHECK_CLOSE(dfl_lm_config(m2)->rope.yarn_beta, 32.0, 0);
+    free(la);
+    dfl_ctx_free(ctx);
+    dfl_lm_free(m);
+    dfl_lm_free(m2);
+}
+
 static void test_overfit(void **state)
 {
     (void)state;
@@ -459,6 +534,7 @@ int main(void)
         cmocka_unit_test(test_layout_equivalence),
         cmocka_unit_test(test_eval_protocol),
         cmocka_unit_test(test_checkpoint_and_sampling),
+        cmocka_unit_test(test_yarn_settings),
         cmocka_unit_test(test_overfit),
         cmocka_unit_test(test_bad_config),
     };

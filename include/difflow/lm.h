@@ -77,8 +77,9 @@ typedef struct {
     int heads;            /* H, default 4 (Dh = D/H) */
     int ffn;              /* F, MLP hidden width, default 4 D (0 = 4 D) */
     int max_positions;    /* learned: rows of the position table (0 = context) */
-    dfl_rope_cfg rope;    /* rope / rope-linear / xpos: layout, rotary dim, theta, scaling;
-                             rope.orig_ctx is set to context */
+    dfl_rope_cfg rope;    /* rope / rope-linear / xpos: layout, rotary dim, theta, scaling
+                             (factor s, YaRN ramp alpha/beta); rope.orig_ctx, YaRN's original
+                             context L, is the training context when 0 */
     int shaw_k;           /* shaw: clipping distance k (table of 2k+1 rows), default 16 */
     int t5_buckets;       /* t5: buckets (32) */
     int t5_max_distance;  /* t5: max distance (128) */
@@ -113,12 +114,18 @@ void dfl_lm_free(dfl_lm *m);
 /* The parameter registry (names above), for the optimizer and checkpoints; owned by the model. */
 dfl_params *dfl_lm_params(dfl_lm *m);
 /* The resolved config (ffn = 4 D when 0 was given, max_positions = context when 0, rope.orig_ctx =
- * context). */
+ * context when 0). */
 const dfl_lm_cfg *dfl_lm_config(const dfl_lm *m);
 /* Replaces the RoPE scaling (scaling, factor) of a built model, e.g. NTK or YaRN at evaluation
- * time; orig_ctx stays the training context. DFL_ERR_ARG (model unchanged) when the encoding has
- * no RoPE or the setting is invalid. */
+ * time; orig_ctx and the YaRN ramp stay the model's. DFL_ERR_ARG (model unchanged) when the
+ * encoding has no RoPE or the setting is invalid (dfl_lm_cfg_check's message). */
 dfl_status dfl_lm_set_rope_scaling(dfl_lm *m, dfl_rope_scaling s, double factor);
+/* Replaces the context-extension part of a built model's RoPE settings with r's: scaling, factor,
+ * orig_ctx (0 = the training context) and the YaRN ramp ends yarn_alpha, yarn_beta (Peng et al.
+ * 2023, arXiv 2309.00071, sec. 3.2 Eq. 18; in r = L/lambda units). r's layout, rotary dim and
+ * theta are ignored: they belong to the trained weights. DFL_ERR_ARG (model unchanged) when the
+ * encoding has no RoPE or the settings are invalid (beta <= alpha, alpha < 0, ...). */
+dfl_status dfl_lm_set_rope_extension(dfl_lm *m, const dfl_rope_cfg *r);
 
 /* Whether the model can process a window of T bytes: DFL_OK, or DFL_ERR_ARG with the reason
  * (learned: "T positions exceed the learned table of L positions"). */

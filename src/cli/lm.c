@@ -40,15 +40,16 @@ static int lm_fail(int rc, const char *fmt, ...)
 /* The RoPE flags of every lm subcommand. */
 typedef struct {
     const char *layout, *scaling;
-    int rotary_dim;
-    double theta, factor;
+    int rotary_dim, orig_ctx;
+    double theta, factor, yarn_alpha, yarn_beta;
 } rope_flags;
 
-/* Applies the RoPE flags that were given to cfg (train: all; eval/generate: scaling only).
+/* Applies the RoPE flags that were given to cfg (train: all; eval/generate: scaling and YaRN only).
  * Returns 0, or 2 after printing the error line. */
 static int apply_rope_flags(arg_spec *specs, const rope_flags *rf, dfl_lm_cfg *c)
 {
-    static const char *all[] = {"--rope-layout", "--rotary-dim", "--rope-theta", "--rope-scaling", "--rope-factor"};
+    static const char *all[] = {"--rope-layout", "--rotary-dim", "--rope-theta", "--rope-scaling", "--rope-factor",
+                                "--yarn-alpha", "--yarn-beta", "--rope-orig-ctx"};
     for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) {
         arg_spec *s = args_find(specs, all[i]);
         if (s && s->seen && !dfl_posenc_uses_rope(c->posenc))
@@ -80,6 +81,25 @@ static int apply_rope_flags(arg_spec *specs, const rope_flags *rf, dfl_lm_cfg *c
         if (!(rf->factor >= 1.0)) return lm_fail(2, "RoPE scaling factor %g must be >= 1 (--rope-factor)", rf->factor);
         c->rope.factor = rf->factor;
     }
+    /* YaRN's ramp (Peng et al. 2023 sec. 3.2: gamma(r) = 0 below r = alpha, 1 above r = beta, with
+     * r = L / lambda_i) and its original context L: meaningful with yarn scaling only. */
+    static const char *yarn[] = {"--yarn-alpha", "--yarn-beta", "--rope-orig-ctx"};
+    for (size_t i = 0; i < 3; i++)
+        if ((s = args_find(specs, yarn[i])) && s->seen && c->rope.scaling != DFL_ROPE_SCALE_YARN)
+            return lm_fail(2, "%s applies to --rope-scaling yarn, not %s (%s)", yarn[i], dfl_lm_rope_scaling_name(c->rope.scaling),
+                           yarn[i]);
+    if ((s = args_find(specs, "--yarn-alpha")) && s->seen) {
+        if (!(rf->yarn_alpha >= 0)) return lm_fail(2, "YaRN alpha %g must be >= 0 (--yarn-alpha)", rf->yarn_alpha);
+        c->rope.yarn_alpha = rf->yarn_alpha;
+    }
+    if ((s = args_find(specs, "--yarn-beta")) && s->seen) c->rope.yarn_beta = rf->yarn_beta;
+    if (c->rope.scaling == DFL_ROPE_SCALE_YARN && !(c->rope.yarn_beta > c->rope.yarn_alpha))
+        return lm_fail(2, "YaRN needs beta %g > alpha %g (--yarn-beta)", c->rope.yarn_beta, c->rope.yarn_alpha);
+    if ((s = args_find(specs, "--rope-orig-ctx")) && s->seen) {
+        if (rf->orig_ctx < 1 || rf->orig_ctx > 1 << 24)
+            return lm_fail(2, "YaRN original context %d must be in 1..16777216 (--rope-orig-ctx)", rf->orig_ctx);
+        c->rope.orig_ctx = rf->orig_ctx;
+    }
     return 0;
 }
 
@@ -90,7 +110,13 @@ static int apply_rope_flags(arg_spec *specs, const rope_flags *rf, dfl_lm_cfg *c
 
 #define ROPE_SCALING_SPECS(rf)                                                                                          \
     {"--rope-scaling", NULL, ARG_STR, &(rf).scaling, "S", "rope/rope-linear: none, pi, ntk or yarn (default none)", 0},  \
-        {"--rope-factor", NULL, ARG_FLOAT, &(rf).factor, "S", "scaling factor s = target length / training context", 0}
+        {"--rope-factor", NULL, ARG_FLOAT, &(rf).factor, "S", "scaling factor s = target length / training context", 0}, \
+        {"--yarn-alpha", "--yarn-beta-slow", ARG_FLOAT, &(rf).yarn_alpha, "A",                                       \
+         "yarn: ramp start alpha in r = L/wavelength; pairs with r < alpha are interpolated (default 1)", 0},          \
+        {"--yarn-beta", "--yarn-beta-fast", ARG_FLOAT, &(rf).yarn_beta, "B",                                         \
+         "yarn: ramp end beta; pairs with r > beta keep their frequency (default 32)", 0},                             \
+        {"--rope-orig-ctx", "--yarn-orig-ctx", ARG_INT, &(rf).orig_ctx, "L",                                         \
+         "yarn: original context L of r = L/wavelength (default: the training context)", 0}
 
 static const char *text_name(const char *path) { return path && *path ? path : DFL_FORTUNES_DIR " (Debian fortunes)"; }
 
@@ -224,7 +250,8 @@ static int lm_train(int argc, char **argv)
                        .ffn = 0, .max_positions = 0, .shaw_k = 16, .batch = 32, .warmup = -1, .threads = 0, .log_every = -1,
                        .eval_every = -1, .ckpt_every = -1, .val_bytes = 32768, .resume = 0, .steps = 600, .lr = 1e-3,
                        .clip = 1.0, .seed = 0};
-    rope_flags rf = {.layout = "interleaved", .scaling = "none", .rotary_dim = 0, .theta = 10000, .factor = 1};
+    rope_flags rf = {.layout = "interleaved", .scaling = "none", .rotary_dim = 0, .theta = 10000, .factor = 1,
+                     .yarn_alpha = 1, .yarn_beta = 32, .orig_ctx = 0};
     arg_spec specs[] = {
         {"--text", NULL, ARG_STR, &o.text, "FILE", "training text (default: the Debian fortunes corpus)", 0},
         {"--posenc", NULL, ARG_STR, &o.posenc, "NAME", "none, learned, sinusoidal, shaw, t5, alibi, rope, rope-linear, xpos", 0},
@@ -480,7 +507,7 @@ done:
 
 /* ---------------------------------------------------------------- checkpoint + scaling */
 
-/* Loads --ckpt and applies --rope-scaling/--rope-factor overrides. Returns 0 or the exit code. */
+/* Loads --ckpt and applies the --rope-scaling/--rope-factor/YaRN overrides. Returns 0 or the exit code. */
 static int open_lm(const char *ckpt, arg_spec *specs, const rope_flags *rf, dfl_lm **m, char **meta_text)
 {
     if (!ckpt) return lm_fail(2, "needs --ckpt FILE, a model.safetensors written by difflow lm train (--ckpt)");
@@ -488,8 +515,10 @@ static int open_lm(const char *ckpt, arg_spec *specs, const rope_flags *rf, dfl_
     if (dfl_lm_load(ckpt, m, &step, meta_text)) return lm_fail(1, "%s (--ckpt)", dfl_last_error());
     dfl_lm_cfg c = *dfl_lm_config(*m);
     int rc = apply_rope_flags(specs, rf, &c);
-    if (!rc && (args_find(specs, "--rope-scaling")->seen) && dfl_lm_set_rope_scaling(*m, c.rope.scaling, c.rope.factor))
-        rc = lm_fail(2, "%s (--rope-scaling)", dfl_last_error());
+    static const char *ext[] = {"--rope-scaling", "--rope-factor", "--yarn-alpha", "--yarn-beta", "--rope-orig-ctx"};
+    int given = 0;
+    for (size_t i = 0; i < sizeof ext / sizeof ext[0]; i++) given |= args_find(specs, ext[i])->seen;
+    if (!rc && given && dfl_lm_set_rope_extension(*m, &c.rope)) rc = lm_fail(2, "%s (--rope-scaling)", dfl_last_error());
     if (rc) {
         dfl_lm_free(*m);
         *m = NULL;
@@ -525,7 +554,8 @@ static int lm_generate(int argc, char **argv)
     int nbytes = 256, top_k = 0, window = 0, threads = 0;
     double temperature = 0.8;
     uint64_t seed = 0;
-    rope_flags rf = {.layout = NULL, .scaling = "none", .rotary_dim = 0, .theta = 0, .factor = 1};
+    rope_flags rf = {.layout = NULL, .scaling = "none", .rotary_dim = 0, .theta = 0, .factor = 1,
+                     .yarn_alpha = 1, .yarn_beta = 32, .orig_ctx = 0};
     arg_spec specs[] = {
         {"--ckpt", NULL, ARG_STR, &ckpt, "FILE", "model.safetensors from difflow lm train", 0},
         {"--prompt", NULL, ARG_STR, &prompt, "TEXT", "text to continue (default: start after a newline)", 0},
@@ -575,6 +605,7 @@ static int lm_generate(int argc, char **argv)
 
 static const char *EVAL_USAGE =
     "usage: difflow lm eval --ckpt FILE [--text FILE] [--bytes N] [--rope-scaling S --rope-factor F]\n"
+    "                       [--yarn-alpha A --yarn-beta B --rope-orig-ctx L]\n"
     "\n"
     "Bits per byte on the validation split (the last 10% of the text; default: the text the model was trained on)\n"
     "at 1x, 2x, 4x and 8x the training context, one row per length. Protocol: the split is cut into consecutive\n"
@@ -586,7 +617,8 @@ static int lm_eval(int argc, char **argv)
 {
     const char *ckpt = NULL, *textp = NULL;
     int nbytes = 0, batch_tokens = 4096, threads = 0;
-    rope_flags rf = {.layout = NULL, .scaling = "none", .rotary_dim = 0, .theta = 0, .factor = 1};
+    rope_flags rf = {.layout = NULL, .scaling = "none", .rotary_dim = 0, .theta = 0, .factor = 1,
+                     .yarn_alpha = 1, .yarn_beta = 32, .orig_ctx = 0};
     arg_spec specs[] = {
         {"--ckpt", NULL, ARG_STR, &ckpt, "FILE", "model.safetensors from difflow lm train", 0},
         {"--text", NULL, ARG_STR, &textp, "FILE", "text whose last 10% is scored (default: the training text)", 0},
@@ -627,9 +659,12 @@ static int lm_eval(int argc, char **argv)
     }
     printf("# posenc %s", dfl_posenc_name(c->posenc));
     if (dfl_posenc_uses_rope(c->posenc))
-        printf(" (%s, rotary dim %d, theta %g, scaling %s x%g)", dfl_lm_rope_layout_name(c->rope.layout),
+        printf(" (%s, rotary dim %d, theta %g, scaling %s x%g", dfl_lm_rope_layout_name(c->rope.layout),
                c->rope.rot_dim ? c->rope.rot_dim : c->dim / c->heads, c->rope.theta, dfl_lm_rope_scaling_name(c->rope.scaling),
                c->rope.factor);
+    if (dfl_posenc_uses_rope(c->posenc) && c->rope.scaling == DFL_ROPE_SCALE_YARN)
+        printf(", alpha %g, beta %g, original context %d", c->rope.yarn_alpha, c->rope.yarn_beta, c->rope.orig_ctx);
+    if (dfl_posenc_uses_rope(c->posenc)) printf(")");
     printf("; trained context %d; validation bytes [%zu, %zu) of %s; %zu bytes scored per length; non-overlapping windows\n",
            c->context, ntrain, ntrain + nval, text_name(use), nval - 1);
     printf("%-8s %-6s %s\n", "length", "ratio", "bits/byte");

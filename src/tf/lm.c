@@ -90,13 +90,13 @@ dfl_lm_cfg dfl_lm_cfg_default(void)
     return c;
 }
 
-/* The config with the derived defaults filled in (ffn, table size, RoPE's orig_ctx). */
+/* The config with the derived defaults filled in (ffn, table size, RoPE's orig_ctx when 0). */
 static dfl_lm_cfg cfg_resolved(const dfl_lm_cfg *c)
 {
     dfl_lm_cfg r = *c;
     if (r.ffn <= 0) r.ffn = 4 * r.dim;
     if (r.max_positions <= 0) r.max_positions = r.context;
-    r.rope.orig_ctx = r.context;
+    if (r.rope.orig_ctx <= 0) r.rope.orig_ctx = r.context;
     return r;
 }
 
@@ -118,6 +118,9 @@ dfl_status dfl_lm_cfg_check(const dfl_lm_cfg *c0)
             snprintf(m, sizeof m, "%s", dfl_last_error());
             return dfl_fail(DFL_ERR_ARG, "%s (head dimension %d = dim %d / %d heads)", m, Dh, c.dim, c.heads);
         }
+        if (c.rope.scaling == DFL_ROPE_SCALE_YARN && !(c.rope.yarn_alpha >= 0))
+            return dfl_fail(DFL_ERR_ARG, "lm: YaRN alpha %g must be >= 0", c.rope.yarn_alpha);
+        if (c.rope.orig_ctx > 1 << 24) return dfl_fail(DFL_ERR_ARG, "lm: RoPE original context %d too large", c.rope.orig_ctx);
         if (c.posenc == DFL_POSENC_XPOS && c.rope.scaling != DFL_ROPE_SCALE_NONE)
             return dfl_fail(DFL_ERR_ARG, "lm: RoPE scaling applies to rope and rope-linear, not xpos");
         if (c.posenc == DFL_POSENC_XPOS && !(c.xpos_scale_base > 0))
@@ -155,6 +158,7 @@ char *dfl_lm_cfg_json(const dfl_lm_cfg *c0)
     cJSON_AddNumberToObject(o, "rope_factor", c.rope.factor);
     cJSON_AddNumberToObject(o, "yarn_alpha", c.rope.yarn_alpha);
     cJSON_AddNumberToObject(o, "yarn_beta", c.rope.yarn_beta);
+    cJSON_AddNumberToObject(o, "rope_orig_ctx", c.rope.orig_ctx);
     cJSON_AddNumberToObject(o, "shaw_k", c.shaw_k);
     cJSON_AddNumberToObject(o, "t5_buckets", c.t5_buckets);
     cJSON_AddNumberToObject(o, "t5_max_distance", c.t5_max_distance);
@@ -205,6 +209,7 @@ dfl_status dfl_lm_cfg_from_json(const char *json, dfl_lm_cfg *c)
              json_int(o, "max_positions", &c->max_positions) || json_int(o, "rotary_dim", &c->rope.rot_dim) ||
              json_num(o, "rope_theta", &c->rope.theta) || json_num(o, "rope_factor", &c->rope.factor) ||
              json_num(o, "yarn_alpha", &c->rope.yarn_alpha) || json_num(o, "yarn_beta", &c->rope.yarn_beta) ||
+             json_int(o, "rope_orig_ctx", &c->rope.orig_ctx) ||
              json_int(o, "shaw_k", &c->shaw_k) || json_int(o, "t5_buckets", &c->t5_buckets) ||
              json_int(o, "t5_max_distance", &c->t5_max_distance) || json_num(o, "xpos_scale_base", &c->xpos_scale_base))
         st = dfl_fail(DFL_ERR_FORMAT, "LM config: a numeric field is not a number");
@@ -329,16 +334,27 @@ void dfl_lm_free(dfl_lm *m)
 dfl_params *dfl_lm_params(dfl_lm *m) { return &m->ps; }
 const dfl_lm_cfg *dfl_lm_config(const dfl_lm *m) { return &m->cfg; }
 
-dfl_status dfl_lm_set_rope_scaling(dfl_lm *m, dfl_rope_scaling s, double factor)
+dfl_status dfl_lm_set_rope_extension(dfl_lm *m, const dfl_rope_cfg *r)
 {
     if (!dfl_posenc_uses_rope(m->cfg.posenc))
         return dfl_fail(DFL_ERR_ARG, "RoPE scaling applies to posenc rope and rope-linear, not %s", dfl_posenc_name(m->cfg.posenc));
     dfl_lm_cfg c = m->cfg;
-    c.rope.scaling = s;
-    c.rope.factor = factor;
+    c.rope.scaling = r->scaling;
+    c.rope.factor = r->factor;
+    c.rope.orig_ctx = r->orig_ctx;
+    c.rope.yarn_alpha = r->yarn_alpha;
+    c.rope.yarn_beta = r->yarn_beta;
     if (dfl_lm_cfg_check(&c)) return DFL_ERR_ARG;
-    m->cfg = c;
+    m->cfg = cfg_resolved(&c);
     return DFL_OK;
+}
+
+dfl_status dfl_lm_set_rope_scaling(dfl_lm *m, dfl_rope_scaling s, double factor)
+{
+    dfl_rope_cfg r = m->cfg.rope;
+    r.scaling = s;
+    r.factor = factor;
+    return dfl_lm_set_rope_extension(m, &r);
 }
 
 dfl_status dfl_lm_check_length(const dfl_lm *m, int T)
