@@ -4,7 +4,8 @@
  *   <R_m q, R_n k> = q^T R_{n-m} k at positions up to 5000, both layouts, full and partial
  *   rotary dims; the two layouts agree after the per-head permutation (reference 3.2); the
  *   frequencies with PI / NTK / YaRN against reference 3.3 (NTK bases, YaRN temperature, ggml
- *   corr_dims); the long-term decay curve of reference 3.3.
+ *   corr_dims) and, pair by pair, against tests/rope_scaling_ref.h (tools/rope_scaling_ref.py:
+ *   the papers' formulas in Python decimal); the long-term decay curve of reference 3.3.
  * - xPos scales per pair in the rotation's layout; 2-D RoPE relative in both axes.
  * - Sinusoidal values, ALiBi slopes (8, 12 and the ggml closed form for 1..64 heads), T5 buckets
  *   (the reference table), learned table length check, bad settings.
@@ -14,6 +15,7 @@
  */
 #include "dfl_test.h"
 #include "dfl_fd.h"
+#include "rope_scaling_ref.h"
 
 #include <stdint.h>
 
@@ -260,13 +262,16 @@ static void test_rope_scaling_frequencies(void **state)
     const int D = 128;
     double f0[64], f[64];
     dfl_rope_cfg c = cfg_of(DFL_ROPE_HALF, 0);
+    /* Every frequency table below against tests/rope_scaling_ref.h, written by
+     * tools/rope_scaling_ref.py: the papers' formulas in Python decimal at 50 digits, through
+     * wavelengths, sharing no code or rounding with src/tf/posenc.c. */
     assert_int_equal(dfl_rope_inv_freq(&c, D, f0), DFL_OK);
-    for (int i = 0; i < 64; i++) CHECK_REL(f0[i], pow(10000.0, -2.0 * i / D), 1e-13);
-    /* PI: theta_i / s */
+    for (int i = 0; i < 64; i++) CHECK_REL(f0[i], REF_PLAIN_128[i], 1e-13);
+    /* PI (s = 4) */
     c.scaling = DFL_ROPE_SCALE_PI;
     c.factor = 4.0;
     assert_int_equal(dfl_rope_inv_freq(&c, D, f), DFL_OK);
-    for (int i = 0; i < 64; i++) CHECK_REL(f[i], f0[i] / 4.0, 1e-13);
+    for (int i = 0; i < 64; i++) CHECK_REL(f[i], REF_PI_128_S4[i], 1e-13);
     /* NTK: base b s^(D/(D-2)); reference 3.3: 20 221, 40 890, 82 685 */
     c.scaling = DFL_ROPE_SCALE_NTK;
     const double s_ntk[3] = {2, 4, 8}, base_ntk[3] = {20221, 40890, 82685};
@@ -276,8 +281,9 @@ static void test_rope_scaling_frequencies(void **state)
         double base = pow(f[1], -D / 2.0); /* f[1] = b'^(-2/D) */
         CHECK_CLOSE(base, base_ntk[t], 0.6);
         CHECK_REL(f[0], 1.0, 1e-15);
-        CHECK_REL(f[63], pow(base, -126.0 / 128.0), 1e-9);
         CHECK_CLOSE(dfl_rope_attn_factor(&c), 1.0, 0);
+        if (s_ntk[t] == 8)
+            for (int i = 0; i < 64; i++) CHECK_REL(f[i], REF_NTK_128_S8[i], 1e-12);
     }
     /* YaRN temperature: 0.1 ln s + 1 */
     c.scaling = DFL_ROPE_SCALE_YARN;
@@ -294,24 +300,33 @@ static void test_rope_scaling_frequencies(void **state)
     CHECK_CLOSE(hi, 45.03, 0.005);
     assert_int_equal((int)floor(lo), 20);
     assert_int_equal((int)ceil(hi), 46);
-    /* YaRN frequencies (alpha 1, beta 32, s 16): pairs below corr_dim(32) keep theta_i, pairs
-     * above corr_dim(1) get theta_i / s, the ones between are the ramp mix in r = L/lambda */
+    /* YaRN frequencies (L 4096, alpha 1, beta 32, s 16) against the fixture: pairs up to the ggml
+     * corr_dim(32) = 20 keep theta_i, pairs from corr_dim(1) = 46 on get theta_i / s, and the 25
+     * between lie strictly inside the ramp (the mid-ramp values are the ones a wrong ramp variable,
+     * e.g. ggml's pair-index ramp, would change). */
     c.factor = 16.0;
     assert_int_equal(dfl_rope_inv_freq(&c, D, f), DFL_OK);
+    int inside = 0;
     for (int i = 0; i < 64; i++) {
-        double r = 4096.0 * f0[i] / (2.0 * 3.14159265358979323846);
-        if (i <= 20) {
-            assert_true(r > 32.0);
-            CHECK_REL(f[i], f0[i], 1e-13);
-        } else if (i >= 46) {
-            assert_true(r < 1.0);
-            CHECK_REL(f[i], f0[i] / 16.0, 1e-13);
-        } else {
-            double g = (r - 1.0) / 31.0;
-            assert_true(g > 0.0 && g < 1.0);
-            CHECK_REL(f[i], (1.0 - g) * f0[i] / 16.0 + g * f0[i], 1e-13);
-            assert_true(f[i] < f0[i] && f[i] > f0[i] / 16.0);
-        }
+        CHECK_REL(f[i], REF_YARN_128_S16[i], 1e-12);
+        if (i <= 20) CHECK_REL(f[i], REF_PLAIN_128[i], 1e-13);
+        else if (i >= 46) CHECK_REL(f[i], REF_PI_128_S4[i] / 4.0, 1e-13);
+        else inside += f[i] < 0.999 * REF_PLAIN_128[i] && f[i] > 1.001 * REF_PLAIN_128[i] / 16.0;
+    }
+    assert_int_equal(inside, 25);
+    /* YaRN with other settings (the lm flags --rotary-dim 32 --rope-theta 500 --rope-factor 4
+     * --yarn-alpha 0.5 --yarn-beta 8 --rope-orig-ctx 64) on a 64-lane head */
+    {
+        dfl_rope_cfg y = cfg_of(DFL_ROPE_INTERLEAVED, 32);
+        y.theta = 500.0;
+        y.scaling = DFL_ROPE_SCALE_YARN;
+        y.factor = 4.0;
+        y.orig_ctx = 64;
+        y.yarn_alpha = 0.5;
+        y.yarn_beta = 8.0;
+        double fy[16];
+        assert_int_equal(dfl_rope_inv_freq(&y, 64, fy), DFL_OK);
+        for (int i = 0; i < 16; i++) CHECK_REL(fy[i], REF_YARN_32_S4[i], 1e-12);
     }
     /* dynamic NTK: factor max(1, l'/L) */
     {
