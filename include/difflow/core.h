@@ -97,8 +97,26 @@ int dfl_ctx_grad_enabled(const dfl_ctx *ctx);
 /* Bytes the arena holds (high-water mark across resets). */
 size_t dfl_ctx_arena_bytes(const dfl_ctx *ctx);
 
-/* Uninitialised arena memory, 64-byte aligned; NULL (DFL_ERR_NOMEM) on failure. Valid until reset. */
+/* Uninitialised arena memory, 64-byte aligned; NULL (DFL_ERR_NOMEM) on failure. Valid until reset
+ * (or until released with dfl_arena_release). */
 void *dfl_arena_alloc(dfl_ctx *ctx, size_t bytes);
+/* Early release: `ptr` (from dfl_arena_alloc on this ctx, with the same `bytes`) will not be read
+ * or written again before the next reset, so later allocations may reuse it. Used for scratch
+ * buffers (in any mode) and, through dfl_tensor_release, for no-grad intermediates; this bounds
+ * the arena by the live data instead of everything a pass produced. Memory that is not this
+ * arena's, a second release and a NULL ptr are ignored; so is everything after
+ * dfl_ctx_set_reuse(ctx, 0). Never changes a result, only where later buffers live. */
+void dfl_arena_release(dfl_ctx *ctx, void *ptr, size_t bytes);
+/* No-grad mode only (a no-op while recording, since the tape may need t): releases the data of
+ * arena tensor t (dfl_arena_release) and sets t->data to NULL. The caller guarantees that nothing
+ * reads t afterwards. Heap (owned) and wrapped tensors are left alone. */
+void dfl_tensor_release(dfl_ctx *ctx, dfl_tensor *t);
+/* 1 (default): dfl_arena_release recycles memory; 0: it does nothing (every buffer lives until
+ * reset, as before early release existed; for tests comparing the two). Returns the old value. */
+int dfl_ctx_set_reuse(dfl_ctx *ctx, int on);
+/* Largest number of arena bytes handed out and not yet released at one time, since dfl_ctx_new
+ * (the arena's real need; dfl_ctx_arena_bytes is what it holds, in 64 MiB blocks). */
+size_t dfl_ctx_arena_peak(const dfl_ctx *ctx);
 /* Arena tensor (uninitialised data, no grad). */
 dfl_tensor *dfl_tensor_tmp(dfl_ctx *ctx, int ndim, const int *shape);
 /* Arena tensor filled with zeros. */

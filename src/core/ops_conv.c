@@ -910,6 +910,7 @@ static void conv2d_backward(dfl_ctx *ctx, dfl_node *nd)
     float *work = dfl_arena_alloc(ctx, wf * sizeof(float));
     if (!work) return;
     dfl_k_conv2d_bwd(x->data, W->data, nd->out->grad, dx, dw, db, N, C, H, Wd, O, k, pad, work);
+    dfl_arena_release(ctx, work, wf * sizeof(float)); /* scratch: reusable by the next op */
 }
 
 dfl_tensor *dfl_conv2d(dfl_ctx *ctx, dfl_tensor *x, dfl_tensor *W, dfl_tensor *b, int pad)
@@ -939,9 +940,11 @@ dfl_tensor *dfl_conv2d(dfl_ctx *ctx, dfl_tensor *x, dfl_tensor *W, dfl_tensor *b
     int shape[4] = {N, O, Ho, Wo};
     dfl_tensor *out = dfl_op_output(ctx, 4, shape, in, nin);
     if (!out) return NULL;
-    float *work = dfl_arena_alloc(ctx, dfl_k_conv2d_work_floats(N, C, H, Wd, O, k, pad) * sizeof(float));
+    size_t wf = dfl_k_conv2d_work_floats(N, C, H, Wd, O, k, pad);
+    float *work = dfl_arena_alloc(ctx, wf * sizeof(float));
     if (!work) return NULL;
     dfl_k_conv2d_fwd(x->data, W->data, b ? b->data : NULL, out->data, N, C, H, Wd, O, k, pad, work);
+    dfl_arena_release(ctx, work, wf * sizeof(float)); /* scratch: reusable by the next op */
     dfl_node *nd = dfl_tape_push(ctx, conv2d_backward, "conv2d", out, in, nin);
     if (nd) nd->iarg[0] = pad;
     return out;

@@ -2,7 +2,13 @@
  *
  * The arena is a list of large blocks; allocation bumps a pointer, dfl_ctx_reset rewinds every
  * block without freeing it, so a training loop allocates only during its first step. The tape
- * is an array of nodes appended by ops in execution order; dfl_backward walks it in reverse. */
+ * is an array of nodes appended by ops in execution order; dfl_backward walks it in reverse.
+ *
+ * Early release (dfl_arena_release, dfl_tensor_release): a released range either lowers its
+ * block's bump pointer (when it is the block's top, together with any free ranges then on top)
+ * or joins a free list of (block, offset, size) ranges kept sorted and coalesced. Allocations of
+ * at least RELEASE_MIN bytes take the best-fitting free range first (smaller ones always bump, so
+ * tensor headers never split a large free range). dfl_ctx_reset empties the list. */
 #include "difflow/core.h"
 
 #include <omp.h>
@@ -12,12 +18,18 @@
 
 #define ARENA_ALIGN 64
 #define ARENA_MIN_BLOCK ((size_t)64 << 20)
+#define RELEASE_MIN ((size_t)4096)
 
 typedef struct arena_block {
     struct arena_block *next;
     size_t cap, used;
     unsigned char *mem;
 } arena_block;
+
+typedef struct {
+    arena_block *b;
+    size_t off, bytes;
+} free_range;
 
 struct dfl_ctx {
     arena_block *head;  /* first block */
@@ -26,6 +38,10 @@ struct dfl_ctx {
     dfl_node *tape;
     size_t tape_len, tape_cap;
     int grad_enabled;
+    int no_reuse;       /* 1: dfl_arena_release does nothing (dfl_ctx_set_reuse) */
+    free_range *fr;     /* released ranges, sorted by (block, offset), coalesced */
+    int nfr, fr_cap;
+    size_t live, peak;  /* bytes handed out and not released; its maximum since dfl_ctx_new */
 };
 
 /* ------------------------------------------------------------ tensors */
@@ -126,6 +142,7 @@ void dfl_ctx_free(dfl_ctx *ctx)
         b = nx;
     }
     free(ctx->tape);
+    free(ctx->fr);
     free(ctx);
 }
 
@@ -139,6 +156,17 @@ void dfl_ctx_reset(dfl_ctx *ctx)
     if (used > ctx->high_water) ctx->high_water = used;
     ctx->cur = ctx->head;
     ctx->tape_len = 0;
+    ctx->nfr = 0;
+    ctx->live = 0;
+}
+
+size_t dfl_ctx_arena_peak(const dfl_ctx *ctx) { return ctx->peak; }
+
+static void *count_live(dfl_ctx *ctx, void *p, size_t bytes)
+{
+    ctx->live += bytes;
+    if (ctx->live > ctx->peak) ctx->peak = ctx->live;
+    return p;
 }
 
 int dfl_ctx_set_grad(dfl_ctx *ctx, int enabled)
@@ -157,17 +185,106 @@ size_t dfl_ctx_arena_bytes(const dfl_ctx *ctx)
     return cap;
 }
 
-void *dfl_arena_alloc(dfl_ctx *ctx, size_t bytes)
+int dfl_ctx_set_reuse(dfl_ctx *ctx, int on)
+{
+    int old = !ctx->no_reuse;
+    ctx->no_reuse = !on;
+    return old;
+}
+
+static size_t arena_round(size_t bytes)
 {
     bytes = (bytes + ARENA_ALIGN - 1) / ARENA_ALIGN * ARENA_ALIGN;
-    if (bytes == 0) bytes = ARENA_ALIGN;
-    /* Try the current block, then the following (already allocated) ones. */
-    for (arena_block *b = ctx->cur; b; b = b->next) {
+    return bytes ? bytes : ARENA_ALIGN;
+}
+
+/* Best-fitting free range of at least `bytes` (>= RELEASE_MIN); NULL if none. */
+static void *take_free(dfl_ctx *ctx, size_t bytes)
+{
+    int best = -1;
+    for (int i = 0; i < ctx->nfr; i++)
+        if (ctx->fr[i].bytes >= bytes && (best < 0 || ctx->fr[i].bytes < ctx->fr[best].bytes)) best = i;
+    if (best < 0) return NULL;
+    free_range *r = &ctx->fr[best];
+    void *p = r->b->mem + r->off;
+    r->off += bytes;
+    r->bytes -= bytes;
+    if (r->bytes == 0) {
+        memmove(r, r + 1, (size_t)(ctx->nfr - best - 1) * sizeof *r);
+        ctx->nfr--;
+    }
+    return p;
+}
+
+void dfl_arena_release(dfl_ctx *ctx, void *ptr, size_t bytes)
+{
+    if (!ctx || !ptr || ctx->no_reuse) return;
+    bytes = arena_round(bytes);
+    unsigned char *p = ptr;
+    arena_block *b = ctx->head;
+    while (b && !(p >= b->mem && p + bytes <= b->mem + b->used)) b = b->next;
+    if (!b) return; /* not arena memory (wrapped or heap data), or already rewound */
+    size_t off = (size_t)(p - b->mem);
+    /* Insertion point in (block order, offset) order; blocks are compared by list position. */
+    int i = 0;
+    for (arena_block *q = ctx->head; q != b; q = q->next)
+        while (i < ctx->nfr && ctx->fr[i].b == q) i++;
+    while (i < ctx->nfr && ctx->fr[i].b == b && ctx->fr[i].off < off) i++;
+    if (i < ctx->nfr && ctx->fr[i].b == b && ctx->fr[i].off < off + bytes) return; /* overlaps: double release */
+    if (i > 0 && ctx->fr[i - 1].b == b && ctx->fr[i - 1].off + ctx->fr[i - 1].bytes > off) return;
+    if (ctx->nfr == ctx->fr_cap) {
+        int cap = ctx->fr_cap ? 2 * ctx->fr_cap : 64;
+        free_range *nf = realloc(ctx->fr, (size_t)cap * sizeof *nf);
+        if (!nf) return; /* keeping the memory is always correct */
+        ctx->fr = nf;
+        ctx->fr_cap = cap;
+    }
+    memmove(&ctx->fr[i + 1], &ctx->fr[i], (size_t)(ctx->nfr - i) * sizeof *ctx->fr);
+    ctx->fr[i] = (free_range){b, off, bytes};
+    ctx->nfr++;
+    ctx->live -= bytes;
+    /* Coalesce with the next and the previous range of the same block. */
+    if (i + 1 < ctx->nfr && ctx->fr[i + 1].b == b && ctx->fr[i].off + ctx->fr[i].bytes == ctx->fr[i + 1].off) {
+        ctx->fr[i].bytes += ctx->fr[i + 1].bytes;
+        memmove(&ctx->fr[i + 1], &ctx->fr[i + 2], (size_t)(ctx->nfr - i - 2) * sizeof *ctx->fr);
+        ctx->nfr--;
+    }
+    if (i > 0 && ctx->fr[i - 1].b == b && ctx->fr[i - 1].off + ctx->fr[i - 1].bytes == ctx->fr[i].off) {
+        ctx->fr[i - 1].bytes += ctx->fr[i].bytes;
+        memmove(&ctx->fr[i], &ctx->fr[i + 1], (size_t)(ctx->nfr - i - 1) * sizeof *ctx->fr);
+        ctx->nfr--;
+        i--;
+    }
+    /* A range at the block's top lowers the bump pointer instead. */
+    if (ctx->fr[i].off + ctx->fr[i].bytes == b->used) {
+        b->used = ctx->fr[i].off;
+        memmove(&ctx->fr[i], &ctx->fr[i + 1], (size_t)(ctx->nfr - i - 1) * sizeof *ctx->fr);
+        ctx->nfr--;
+    }
+}
+
+void dfl_tensor_release(dfl_ctx *ctx, dfl_tensor *t)
+{
+    if (!ctx || !t || ctx->grad_enabled || t->owned || !t->data) return;
+    dfl_arena_release(ctx, t->data, t->n * sizeof(float));
+    t->data = NULL;
+}
+
+void *dfl_arena_alloc(dfl_ctx *ctx, size_t bytes)
+{
+    bytes = arena_round(bytes);
+    if (ctx->nfr && bytes >= RELEASE_MIN) {
+        void *p = take_free(ctx, bytes);
+        if (p) return count_live(ctx, p, bytes);
+    }
+    /* Try the current block, then the following (already allocated) ones; with released ranges
+     * about, every block (an earlier one's top may have come down). */
+    for (arena_block *b = ctx->nfr || ctx->peak > ctx->live ? ctx->head : ctx->cur; b; b = b->next) {
         if (b->cap - b->used >= bytes) {
             void *p = b->mem + b->used;
             b->used += bytes;
             ctx->cur = b;
-            return p;
+            return count_live(ctx, p, bytes);
         }
     }
     size_t cap = bytes > ARENA_MIN_BLOCK ? bytes : ARENA_MIN_BLOCK;
@@ -189,7 +306,7 @@ void *dfl_arena_alloc(dfl_ctx *ctx, size_t bytes)
         last->next = nb;
     }
     ctx->cur = nb;
-    return nb->mem;
+    return count_live(ctx, nb->mem, bytes);
 }
 
 dfl_tensor *dfl_tensor_tmp(dfl_ctx *ctx, int ndim, const int *shape)

@@ -206,39 +206,59 @@ dfl_tensor *dfl_sinusoidal_embedding(dfl_ctx *ctx, dfl_tensor *t, int dim, float
     return e;
 }
 
+/* No-grad passes: `dead` will not be read again, so its storage may hold later tensors
+ * (dfl_tensor_release; nothing while recording, where the tape keeps it). Returns `keep`. */
+static dfl_tensor *drop(dfl_ctx *ctx, dfl_tensor *keep, dfl_tensor *dead)
+{
+    if (dead != keep) dfl_tensor_release(ctx, dead);
+    return keep;
+}
+
+/* GN SiLU Conv3x3 (+ temb) GN SiLU Conv3x3 + skip. Releases its intermediates, not x. */
 static dfl_tensor *res_forward(dfl_ctx *ctx, resblock *b, dfl_tensor *x, dfl_tensor *temb)
 {
-    dfl_tensor *h = dfl_silu(ctx, dfl_group_norm(ctx, x, b->gn1.weight, b->gn1.bias, b->gn1.groups, 1e-5f));
-    h = dfl_conv2d(ctx, h, b->conv1.weight, b->conv1.bias, 1);
-    h = dfl_add_channel(ctx, h, dfl_linear(ctx, temb, b->temb_proj.weight, b->temb_proj.bias));
-    h = dfl_silu(ctx, dfl_group_norm(ctx, h, b->gn2.weight, b->gn2.bias, b->gn2.groups, 1e-5f));
-    h = dfl_conv2d(ctx, h, b->conv2.weight, b->conv2.bias, 1);
+    dfl_tensor *a = dfl_group_norm(ctx, x, b->gn1.weight, b->gn1.bias, b->gn1.groups, 1e-5f);
+    dfl_tensor *h = drop(ctx, dfl_silu(ctx, a), a);
+    a = drop(ctx, dfl_conv2d(ctx, h, b->conv1.weight, b->conv1.bias, 1), h);
+    dfl_tensor *tp = dfl_linear(ctx, temb, b->temb_proj.weight, b->temb_proj.bias);
+    h = drop(ctx, drop(ctx, dfl_add_channel(ctx, a, tp), a), tp);
+    a = drop(ctx, dfl_group_norm(ctx, h, b->gn2.weight, b->gn2.bias, b->gn2.groups, 1e-5f), h);
+    h = drop(ctx, dfl_silu(ctx, a), a);
+    a = drop(ctx, dfl_conv2d(ctx, h, b->conv2.weight, b->conv2.bias, 1), h);
     dfl_tensor *skip = b->has_skip ? dfl_conv2d(ctx, x, b->skip.weight, b->skip.bias, 0) : x;
-    return dfl_add(ctx, h, skip);
+    h = drop(ctx, dfl_add(ctx, a, skip), a);
+    return b->has_skip ? drop(ctx, h, skip) : h;
 }
 
 static dfl_tensor *unet_forward(dfl_ctx *ctx, dfl_net *n, dfl_tensor *x, dfl_tensor *t)
 {
     const dfl_arch_cfg *c = &n->cfg;
     dfl_tensor *e = dfl_sinusoidal_embedding(ctx, t, c->temb_dim, c->t_scale);
-    e = dfl_linear(ctx, e, n->temb1.weight, n->temb1.bias);
-    dfl_tensor *temb = dfl_linear(ctx, dfl_silu(ctx, e), n->temb2.weight, n->temb2.bias);
+    e = drop(ctx, dfl_linear(ctx, e, n->temb1.weight, n->temb1.bias), e);
+    e = drop(ctx, dfl_silu(ctx, e), e);
+    dfl_tensor *temb = drop(ctx, dfl_linear(ctx, e, n->temb2.weight, n->temb2.bias), e);
     dfl_tensor *h = dfl_conv2d(ctx, x, n->conv_in.weight, n->conv_in.bias, 1);
     dfl_tensor *skips[UNET_MAX_LEVELS];
+    /* In no-grad mode every activation is released after its last reader; the skips live until
+     * their concatenation on the up path. */
     for (int l = 0; l < c->nlevels; l++) {
-        for (int r = 0; r < c->nres; r++) h = res_forward(ctx, &n->down[l][r], h, temb);
+        for (int r = 0; r < c->nres; r++) h = drop(ctx, res_forward(ctx, &n->down[l][r], h, temb), h);
         skips[l] = h;
         if (l < c->nlevels - 1) h = dfl_avg_pool2(ctx, h);
     }
-    for (int r = 0; r < 2; r++) h = res_forward(ctx, &n->mid[r], h, temb);
+    for (int r = 0; r < 2; r++) {
+        dfl_tensor *nh = res_forward(ctx, &n->mid[r], h, temb);
+        h = r == 0 ? nh : drop(ctx, nh, h); /* the first reads the last level's skip */
+    }
     for (int i = 0; i < c->nlevels; i++) {
         int l = c->nlevels - 1 - i;
-        h = dfl_concat_channels(ctx, h, skips[l]);
-        for (int r = 0; r < c->nres; r++) h = res_forward(ctx, &n->up[i][r], h, temb);
-        if (l > 0) h = dfl_upsample2(ctx, h);
+        h = drop(ctx, drop(ctx, dfl_concat_channels(ctx, h, skips[l]), h), skips[l]);
+        for (int r = 0; r < c->nres; r++) h = drop(ctx, res_forward(ctx, &n->up[i][r], h, temb), h);
+        if (l > 0) h = drop(ctx, dfl_upsample2(ctx, h), h);
     }
-    h = dfl_silu(ctx, dfl_group_norm(ctx, h, n->out_norm.weight, n->out_norm.bias, n->out_norm.groups, 1e-5f));
-    return dfl_conv2d(ctx, h, n->out_conv.weight, n->out_conv.bias, 1);
+    dfl_tensor *a = drop(ctx, dfl_group_norm(ctx, h, n->out_norm.weight, n->out_norm.bias, n->out_norm.groups, 1e-5f), h);
+    h = drop(ctx, dfl_silu(ctx, a), a);
+    return drop(ctx, drop(ctx, dfl_conv2d(ctx, h, n->out_conv.weight, n->out_conv.bias, 1), h), temb);
 }
 
 static dfl_tensor *mlp_forward(dfl_ctx *ctx, dfl_net *n, dfl_tensor *x, dfl_tensor *t)
