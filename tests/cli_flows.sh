@@ -11,6 +11,8 @@
 #     same file; a lower temperature a narrower cloud.
 #  4. Bad input: one "difflow: error:" line naming the flag/file/layer, non-zero exit, nothing
 #     overwritten.
+#  5. With Fashion-MNIST installed: image flows model x = v + u in [0, 256) (a dequantization layer
+#     first), so eval's bits/dim = -log p / (D ln 2) exactly.
 #
 # Settings: the cheapest measured to pass with margin (2 shared cores, one --threads 1 job per core;
 # CPU seconds train + eval):
@@ -159,6 +161,22 @@ expect_error "cnf with eps prediction" "--pred" -- "$BIN" train --method cnf --d
 if [ -d /usr/share/datasets/fashion-mnist ]; then
   expect_error "squeeze cannot divide 7" "squeeze" -- "$BIN" train --method glow --levels 3 --out "$T/z"
   expect_error "--logit-alpha with nice (no logit layer)" "--logit-alpha" -- "$BIN" train --method nice --logit-alpha 0.05 --out "$T/z"
+  expect_error "--learn-top 2" "--learn-top" -- "$BIN" train --method glow --learn-top 2 --out "$T/z"
+  expect_error "--learn-top with realnvp" "--learn-top" -- "$BIN" train --method realnvp --learn-top 1 --out "$T/z"
+  # 5. Images: the flow's first layer dequantizes x = v + u in [0, 256), so eval's bits/dim is
+  #    -log p / (784 ln 2) with no constant (a 2-step Glow: about 6.5 bits/dim), and samples are
+  #    written as images.
+  if "$BIN" train --method glow --data fashion-mnist --steps 2 --width 16 --steps-per-level 2 --threads 1 \
+       --samples 4 --out "$T/glow-img" >/dev/null 2>&1 \
+     && "$BIN" eval --ckpt "$T/glow-img/model.safetensors" -n 8 --threads 1 > "$T/glow-img.eval" 2>&1; then
+    lp=$(awk '/^log p/ {print $4}' "$T/glow-img.eval")
+    bpd=$(awk '/^bits\/dim/ {print $(NF-1)}' "$T/glow-img.eval")
+    python3 -c "import math,sys; lp,b=float(sys.argv[1]),float(sys.argv[2]); want=-lp/(784*math.log(2)); sys.exit(0 if abs(b-want)<1e-3 and 4<b<9 else 1)" "$lp" "$bpd" \
+      || { echo "FAIL image flow bits/dim $bpd is not -log p/(D ln 2) for log p $lp"; nfail=$((nfail+1)); }
+    [ -s "$T/glow-img/samples.png" ] || { echo "FAIL image flow wrote no samples.png"; nfail=$((nfail+1)); }
+  else
+    echo "FAIL 2-step Glow on fashion-mnist"; cat "$T/glow-img.eval" 2>/dev/null; nfail=$((nfail+1))
+  fi
 fi
 [ -e "$T/z" ] && { echo "FAIL a refused run created its directory"; nfail=$((nfail+1)); }
 expect_error "temperature 0" "--temperature" -- "$BIN" sample --ckpt "$CK" --temperature 0 -o "$T/x.csv"

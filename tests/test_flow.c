@@ -44,6 +44,15 @@ static float *rand_data(size_t n, int in_unit)
     return p;
 }
 
+/* n dequantized 8-bit pixels x = v + u in [0, 256) (an image flow's data space), kept away from
+ * the edges as rand_data's [-0.98, 0.98]: 128 (y + 1). */
+static float *rand_pixels(size_t n)
+{
+    float *p = rand_data(n, 1);
+    for (size_t i = 0; i < n; i++) p[i] = 128.0f * (p[i] + 1.0f);
+    return p;
+}
+
 static double max_abs_diff(const float *a, const float *b, size_t n)
 {
     double m = 0;
@@ -265,6 +274,10 @@ static void test_bijections(void **state)
     bij_case(dfl_bij_logit_new("img.logit", 2, 2, 2, 0.05f), &ps, 2, 2, 2, 1);
     bij_case(dfl_bij_logit_new("img.logit0", 1, 2, 3, 0.0f), &ps, 1, 2, 3, 1);
     bij_case(dfl_bij_split_new("img.split", 4, 2, 2, &ps), &ps, 4, 2, 2, 0);
+    bij_case(dfl_bij_dequant_new("img.dequant", 2, 2, 3, 8), &ps, 2, 2, 3, 0);
+    bij_case(dfl_bij_dequant_new("vec.dequant5", 3, 0, 0, 5), &ps, 3, 0, 0, 0);
+    bij_case(dfl_bij_prior_new("img.prior", 2, 3, 2, &ps), &ps, 2, 3, 2, 0);
+    bij_case(dfl_bij_prior_new("vec.prior", 3, 0, 0, &ps), &ps, 3, 0, 0, 0);
     bij_case(dfl_bij_split_new("img.split_odd", 3, 2, 2, &ps), &ps, 3, 2, 2, 0);
 }
 
@@ -279,7 +292,7 @@ static dfl_flow *make_flow(dfl_flow_cfg *cfg, int N, float **xdata)
     assert_non_null(f);
     int D = dfl_flow_dim(f), vec = cfg->height == 0;
     int sh[4] = {N, cfg->channels, cfg->height, cfg->width};
-    float *x = rand_data((size_t)N * D, !vec);
+    float *x = vec ? rand_data((size_t)N * D, 0) : rand_pixels((size_t)N * D);
     dfl_ctx *ctx = dfl_ctx_new();
     assert_int_equal(dfl_flow_data_init(ctx, f, dfl_tensor_wrap(ctx, x, vec ? 2 : 4, sh)), DFL_OK);
     assert_true(dfl_flow_initialized(f));
@@ -309,7 +322,7 @@ static void model_case(dfl_flow_kind k, int C, int H, int W, int N, int jac, voi
          * saturated ends of the sigmoid (|y| -> (1 - alpha)/(1/2 - alpha)), where float32 cannot
          * round-trip the logit to 1e-4 (even at zero parameters). Use latents of data instead:
          * z = f(x2) + 0.1 noise for a fresh batch x2. */
-        float *x2 = rand_data((size_t)N * D, 1);
+        float *x2 = rand_pixels((size_t)N * D);
         dfl_ctx *c2 = dfl_ctx_new();
         dfl_ctx_set_grad(c2, 0);
         dfl_tensor *zz = dfl_flow_forward(c2, f, dfl_tensor_wrap(c2, x2, 4, sh), NULL);
@@ -491,33 +504,145 @@ static void test_base_densities(void **state)
     dfl_ctx_free(ctx);
 }
 
-/* Logit preprocessing with alpha = 0 then the logistic base is the uniform density on [-1, 1)^D:
- * log p = -D ln 2 for every y, so 8-bit data dequantized to [-1, 1) give 8.000 bits/dim. */
+/* A flow that is uniform on the cube (reference/flows.md 1.2 and 3.1): the dequantization layer
+ * maps x = v + u in [0, 256)^D to [-1, 1)^D (log-det -D ln 128); the logit (alpha a) and the
+ * logistic base give the density ((1 - 2a)/2)^D there (the logit's log-det ln((1 - 2a)/2) - ln s(1 - s)
+ * plus the logistic ln s(1 - s)); every other layer of a fresh RealNVP is the identity
+ * (zero-initialised coupling and prior convs) or a permutation (squeeze). So
+ * log p(x) = D ln((1 - 2a)/256) for every x: with a = 1e-6 (cfg.logit_alpha 0 builds no logit
+ * layer), bits/dim = -log p / (D ln 2) = 8 - log2(1 - 2a) = 8.000003, with no constant added
+ * outside the flow. */
 static void test_uniform_bpd(void **state)
 {
     (void)state;
-    int N = 4, C = 1, H = 6, W = 5, D = C * H * W;
-    dfl_bijection *b = dfl_bij_logit_new("logit", C, H, W, 0.0f);
-    assert_non_null(b);
-    dfl_ctx *ctx = dfl_ctx_new();
-    int sh[4] = {N, C, H, W};
-    dfl_tensor *y = dfl_tensor_tmp(ctx, 4, sh);
-    for (size_t i = 0; i < y->n; i++) {
-        int v = (int)dfl_rng_below(&g_rng, 256);
-        float u = dfl_rng_uniform(&g_rng);
-        y->data[i] = -1.0f + 2.0f * ((float)v + u) / 256.0f;
-        if (y->data[i] <= -1.0f) y->data[i] = -1.0f + 1e-6f;
+    dfl_flow_cfg cfg;
+    assert_int_equal(dfl_flow_preset(DFL_FLOW_REALNVP, 1, 28, 28, &cfg), DFL_OK);
+    assert_int_equal(cfg.dequant_bits, 8);
+    cfg.base = DFL_BASE_LOGISTIC;
+    const double alpha = 1e-6;
+    cfg.logit_alpha = (float)alpha;
+    dfl_rng r;
+    dfl_rng_init(&r, 4);
+    dfl_flow *f = dfl_flow_new(&cfg, &r);
+    assert_non_null(f);
+    int N = 4, D = dfl_flow_dim(f), sh[4] = {N, 1, 28, 28};
+    assert_string_equal(dfl_bij_name(dfl_flow_bij(f, 0)), "realnvp.dequant");
+    uint8_t *v = malloc((size_t)N * D);
+    for (int i = 0; i < N * D; i++) v[i] = (uint8_t)dfl_rng_below(&g_rng, 256);
+    v[0] = 0;
+    v[1] = 255;
+    double *xd = malloc((size_t)N * D * sizeof *xd);
+    dfl_rng ru, rq;
+    dfl_rng_init(&ru, 8);
+    dfl_rng_init(&rq, 8);
+    dfl_flow_dequantize8(v, (size_t)N * D, &ru, xd);
+    /* the same uniforms as dfl_dequantize8: y = -1 + 2 x / 256 */
+    double *yd = malloc((size_t)N * D * sizeof *yd);
+    dfl_dequantize8(v, (size_t)N * D, &rq, yd);
+    float *x = malloc((size_t)N * D * sizeof *x);
+    for (int i = 0; i < N * D; i++) {
+        assert_true(xd[i] >= v[i] && xd[i] < v[i] + 1.0);
+        CHECK_CLOSE(-1.0 + 2.0 * xd[i] / 256.0, yd[i], 1e-12);
+        x[i] = (float)xd[i];
     }
+    dfl_ctx *ctx = dfl_ctx_new();
+    dfl_ctx_set_grad(ctx, 0);
+    /* the dequantization layer alone: log-det D ln(2/256) */
     dfl_tensor *ld = NULL;
-    dfl_tensor *z = dfl_bij_forward(ctx, b, y, &ld);
-    assert_non_null(z);
-    dfl_tensor *lp = dfl_add(ctx, dfl_base_log_prob(ctx, DFL_BASE_LOGISTIC, z), ld);
+    assert_non_null(dfl_bij_forward(ctx, dfl_flow_bij(f, 0), dfl_tensor_wrap(ctx, x, 4, sh), &ld));
+    for (int i = 0; i < N; i++) CHECK_CLOSE(ld->data[i], D * log(2.0 / 256.0), 1e-3);
+    dfl_tensor *lp = dfl_flow_log_prob(ctx, f, dfl_tensor_wrap(ctx, x, 4, sh));
+    assert_non_null(lp);
     for (int i = 0; i < N; i++) {
-        CHECK_CLOSE(lp->data[i], -D * log(2.0), 2e-3);
-        CHECK_CLOSE(dfl_bits_per_dim(lp->data[i], D, 8, 2.0), 8.0, 1e-4);
+        double bpd = -lp->data[i] / (D * log(2.0));
+        double want = D * log((1 - 2 * (double)cfg.logit_alpha) / 256.0);
+        print_message("uniform flow, 1x28x28: log p = %.4f (D ln((1 - 2a)/256) = %.4f), %.6f bits/dim\n", lp->data[i],
+                      want, bpd);
+        CHECK_CLOSE(lp->data[i], want, 2e-2);
+        CHECK_CLOSE(bpd, 8.0, 1e-5);
     }
     dfl_ctx_free(ctx);
-    dfl_bij_free(b);
+    dfl_flow_free(f);
+    free(v);
+    free(xd);
+    free(yd);
+    free(x);
+}
+
+/* Glow's learned top prior: log p with learn_top = 1 minus log p with learn_top = 0 (the same
+ * layers: the prior's parameters draw nothing from the rng) equals, for the top latent z of the
+ * second flow, sum log N(z; mean, exp(2 logs)) - sum log N(z; 0, 1), computed here by hand in
+ * double at random mean and logs. Sampling at temperature 0 lands on f^-1 with the top at mean. */
+static void test_learned_top(void **state)
+{
+    (void)state;
+    for (int img = 0; img < 2; img++) {
+        dfl_flow_cfg cfg;
+        assert_int_equal(dfl_flow_preset(DFL_FLOW_GLOW, img ? 1 : 3, img ? 4 : 0, img ? 4 : 0, &cfg), DFL_OK);
+        small_net(&cfg);
+        assert_int_equal(cfg.learn_top, img); /* preset: images 1, vectors 0 */
+        cfg.learn_top = 1;
+        dfl_flow_cfg c0 = cfg;
+        c0.learn_top = 0;
+        dfl_rng r1, r0;
+        dfl_rng_init(&r1, 31);
+        dfl_rng_init(&r0, 31);
+        dfl_flow *f1 = dfl_flow_new(&cfg, &r1), *f0 = dfl_flow_new(&c0, &r0);
+        assert_non_null(f1);
+        assert_non_null(f0);
+        dfl_params *p1 = dfl_flow_params(f1), *p0 = dfl_flow_params(f0);
+        assert_int_equal(p1->n, p0->n + 2);
+        dfl_tensor *mean = dfl_params_find(p1, "glow.top.mean"), *logs = dfl_params_find(p1, "glow.top.logs");
+        assert_non_null(mean);
+        assert_non_null(logs);
+        for (int i = 0; i < p0->n; i++) { /* same layers, perturbed alike */
+            assert_string_equal(p0->p[i].name, p1->p[i].name);
+            for (size_t k = 0; k < p0->p[i].t->n; k++) {
+                float d = 0.05f * (float)dfl_rng_normal(&g_rng);
+                p0->p[i].t->data[k] += d;
+                p1->p[i].t->data[k] += d;
+            }
+        }
+        for (size_t k = 0; k < mean->n; k++) {
+            mean->data[k] = (float)(0.5 * dfl_rng_normal(&g_rng));
+            logs->data[k] = (float)(0.4 * dfl_rng_normal(&g_rng));
+        }
+        int N = 3, D = dfl_flow_dim(f0), sh[4] = {N, cfg.channels, cfg.height, cfg.width};
+        int T = (int)mean->n; /* the top latent: the last T entries of the flattened latent */
+        float *x = img ? rand_pixels((size_t)N * D) : rand_data((size_t)N * D, 0);
+        dfl_ctx *ctx = dfl_ctx_new();
+        dfl_ctx_set_grad(ctx, 0);
+        dfl_tensor *xt = dfl_tensor_wrap(ctx, x, img ? 4 : 2, sh);
+        dfl_tensor *l1 = dfl_flow_log_prob(ctx, f1, xt), *l0 = dfl_flow_log_prob(ctx, f0, xt);
+        dfl_tensor *z0 = dfl_flow_forward(ctx, f0, xt, NULL);
+        assert_non_null(l1);
+        assert_non_null(l0);
+        assert_non_null(z0);
+        for (int n = 0; n < N; n++) {
+            double want = 0;
+            for (int k = 0; k < T; k++) {
+                double z = z0->data[(size_t)n * D + (D - T) + k], m = mean->data[k], ls = logs->data[k];
+                want += -0.5 * (log(2 * 3.14159265358979323846) + 2 * ls + (z - m) * (z - m) * exp(-2 * ls)) + 0.5 * (log(2 * 3.14159265358979323846) + z * z);
+            }
+            CHECK_CLOSE(l1->data[n] - l0->data[n], want, 2e-3 * fmax(1.0, fabs(want)));
+        }
+        /* temperature 0: the top latent is the mean; f1^-1 of the zero latent = f0^-1 of (0, mean) */
+        float *a = malloc((size_t)D * sizeof *a);
+        dfl_rng rs;
+        dfl_rng_init(&rs, 1);
+        assert_int_equal(dfl_flow_sample(ctx, f1, 1, 0.0, &rs, a), DFL_OK);
+        int zs[2] = {1, D};
+        dfl_tensor *zm = dfl_tensor_zeros(ctx, 2, zs);
+        for (int k = 0; k < T; k++) zm->data[D - T + k] = mean->data[k];
+        dfl_tensor *xb = dfl_flow_inverse(ctx, f0, zm, NULL);
+        assert_non_null(xb);
+        assert_true(max_abs_diff(a, xb->data, (size_t)D) <= 1e-4 * fmax(1.0, max_abs(a, (size_t)D)));
+        free(a);
+        free(x);
+        dfl_ctx_free(ctx);
+        dfl_flow_free(f1);
+        dfl_flow_free(f0);
+    }
 }
 
 static void test_actnorm_init(void **state)
@@ -532,7 +657,7 @@ static void test_actnorm_init(void **state)
     assert_non_null(f);
     assert_false(dfl_flow_initialized(f));
     int N = 16, sh[4] = {N, 1, 8, 8};
-    float *x = rand_data((size_t)N * 64, 1);
+    float *x = rand_pixels((size_t)N * 64);
     dfl_ctx *ctx = dfl_ctx_new();
     dfl_tensor *xt = dfl_tensor_wrap(ctx, x, 4, sh);
     assert_int_equal(dfl_flow_data_init(ctx, f, xt), DFL_OK);
@@ -575,7 +700,7 @@ static void test_actnorm_init(void **state)
         memcpy(snap + o, ps->p[i].t->data, ps->p[i].t->n * sizeof(float));
         o += ps->p[i].t->n;
     }
-    for (size_t i = 0; i < (size_t)N * 64; i++) x[i] = 0.5f * x[i] + 0.1f;
+    for (size_t i = 0; i < (size_t)N * 64; i++) x[i] = 0.5f * x[i] + 10.0f;
     assert_int_equal(dfl_flow_data_init(ctx, f, dfl_tensor_wrap(ctx, x, 4, sh)), DFL_OK);
     o = 0;
     for (int i = 0; i < ps->n; i++) {
@@ -635,6 +760,80 @@ static void test_invconv_lu(void **state)
     dfl_params_free(&bufs);
 }
 
+/* Pitfall 8 (reference/flows.md): at extreme scales of an LU 1x1 conv the layer's log-det, H W
+ * sum log_s, must still be ln|det| of the map it applies. W is composed in float64 from the float32
+ * factors (dfl_bij_invconv_weight); the test checks that the layer applies W (outputs against
+ * W x in double) and compares the log-det with an independent float64 LU of W, on scales up to the
+ * refusal (condition number 1e7). The product rounded to float32, which a single composed weight
+ * would apply, drifts (printed). Beyond the limit the layer is refused, naming it. */
+static void test_invconv_lu_extreme(void **state)
+{
+    (void)state;
+    enum { C = 6 };
+    static const float scales[][C] = {{-13, 0, 0.5f, 1, -0.5f, 0},
+                                      {-6, 1, -5, 1, 0, 2},
+                                      {-2, -2, -2, -2, -2, -2},
+                                      {6, 5, -2, 4, 3, 6},
+                                      {-3, 3, -3, 3, -3, 3},
+                                      {-12, -12, -12, -12, -12, -12}}; /* the last: refused */
+    const size_t ns = sizeof scales / sizeof scales[0];
+    for (size_t t = 0; t < ns; t++) {
+        dfl_params ps = {0}, bufs = {0};
+        dfl_bijection *b = dfl_bij_invconv_new("conv", C, 0, 0, 1, &ps, &bufs, &g_rng);
+        assert_non_null(b);
+        dfl_tensor *L = dfl_params_find(&ps, "conv.lower"), *U = dfl_params_find(&ps, "conv.upper"),
+                   *ls = dfl_params_find(&ps, "conv.log_s");
+        for (int i = 0; i < C; i++) {
+            ls->data[i] = scales[t][i];
+            for (int j = 0; j < C; j++) {
+                if (j < i) L->data[i * C + j] += (float)(0.2 * dfl_rng_normal(&g_rng));
+                if (j > i) U->data[i * C + j] += (float)(0.2 * dfl_rng_normal(&g_rng));
+            }
+        }
+        double Wd[C * C], A[C * C], lsum = 0;
+        assert_int_equal(dfl_bij_invconv_weight(b, Wd), DFL_OK);
+        for (int i = 0; i < C; i++) lsum += ls->data[i];
+        memcpy(A, Wd, sizeof A);
+        double ref = ref_logabsdet(A, C);
+        for (int i = 0; i < C * C; i++) A[i] = (float)Wd[i];
+        double ref32 = ref_logabsdet(A, C);
+        dfl_ctx *ctx = dfl_ctx_new();
+        dfl_ctx_set_grad(ctx, 0);
+        int N = 4, sh[2] = {N, C};
+        float *x = rand_data((size_t)N * C, 0);
+        dfl_tensor *ld = NULL;
+        dfl_tensor *y = dfl_bij_forward(ctx, b, dfl_tensor_wrap(ctx, x, 2, sh), &ld);
+        if (t + 1 == ns) { /* beyond the condition-number limit */
+            assert_null(y);
+            assert_non_null(strstr(dfl_last_error(), "conv: 1x1 conv weight is singular or near-singular"));
+            print_message("LU 1x1 conv, log_s = -12 x 6: refused (%s); float64 LU of W gives %.3f, float32 %.3f, "
+                          "true %.3f\n", dfl_last_error(), ref, ref32, lsum);
+        } else {
+            if (!y) print_error("scales %zu: %s\n", t, dfl_last_error());
+            assert_non_null(y);
+            print_message("LU 1x1 conv, log_s set %zu: layer log-det %.7f, float64 ln|det W| %.7f, float32-rounded W %.7f\n",
+                          t, ld->data[0], ref, ref32);
+            CHECK_CLOSE(ref, lsum, 1e-8 * fmax(1, fabs(lsum)));
+            for (int n = 0; n < N; n++) CHECK_CLOSE(ld->data[n], ref, 1e-6 * fmax(1, fabs(ref)));
+            /* the layer applies W: y = W x up to float32 rounding of the two factor products */
+            for (int n = 0; n < N; n++)
+                for (int i = 0; i < C; i++) {
+                    double want = 0, mag = 0;
+                    for (int j = 0; j < C; j++) {
+                        want += Wd[i * C + j] * x[n * C + j];
+                        mag += fabs(Wd[i * C + j] * x[n * C + j]);
+                    }
+                    CHECK_CLOSE(y->data[n * C + i], want, 1e-5 * fmax(1e-3, mag));
+                }
+        }
+        free(x);
+        dfl_ctx_free(ctx);
+        dfl_bij_free(b);
+        dfl_params_free(&ps);
+        dfl_params_free(&bufs);
+    }
+}
+
 /* A fresh flow of cfg with entries [i0, i1) (i1 < 0: all) of parameter `param` set to v: its
  * log p of x (2, 1, 4, 4) must fail with a message containing msg. Returns the flow. */
 static dfl_flow *poisoned(const dfl_flow_cfg *cfg, dfl_rng *r, const char *param, int i0, int i1, float v,
@@ -678,7 +877,7 @@ static void test_errors(void **state)
     int C = w->shape[0];
     for (int j = 0; j < C; j++) w->data[1 * C + j] = 2.0f * w->data[0 * C + j]; /* row 1 = 2 row 0 */
     int sh[4] = {2, 1, 4, 4};
-    float *x = rand_data(32, 1);
+    float *x = rand_pixels(32);
     dfl_ctx *ctx = dfl_ctx_new();
     assert_null(dfl_flow_log_prob(ctx, f, dfl_tensor_wrap(ctx, x, 4, sh)));
     assert_non_null(strstr(dfl_last_error(), "glow.0.1.invconv"));
@@ -698,7 +897,7 @@ static void test_errors(void **state)
     assert_non_null(strstr(dfl_last_error(), "glow.0.1.invconv"));
     /* wrong input shape */
     int bad[4] = {2, 1, 4, 5};
-    float *xb = rand_data(40, 1);
+    float *xb = rand_pixels(40);
     assert_null(dfl_flow_log_prob(ctx, f, dfl_tensor_wrap(ctx, xb, 4, bad)));
     assert_non_null(strstr(dfl_last_error(), "expected (N, 1, 4, 4)"));
     dfl_flow_free(f);
@@ -812,6 +1011,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_base_densities),
         cmocka_unit_test(test_uniform_bpd),
+        cmocka_unit_test(test_learned_top),
         cmocka_unit_test(test_bijections),
         cmocka_unit_test(test_models_2d),
         cmocka_unit_test(test_models_images_small),
@@ -820,6 +1020,7 @@ int main(void)
         cmocka_unit_test(test_density_integrates),
         cmocka_unit_test(test_actnorm_init),
         cmocka_unit_test(test_invconv_lu),
+        cmocka_unit_test(test_invconv_lu_extreme),
         cmocka_unit_test(test_errors),
         cmocka_unit_test(test_sampling),
         cmocka_unit_test(test_train_realnvp_2d),

@@ -52,7 +52,7 @@ static void test_roundtrip_glow(void **state)
     int D = dfl_flow_dim(f);
     assert_int_equal(D, 32);
     float x[N * 32];
-    for (int i = 0; i < N * D; i++) x[i] = -0.9f + 1.8f * dfl_rng_uniform(&rng);
+    for (int i = 0; i < N * D; i++) x[i] = 256.0f * dfl_rng_uniform(&rng); /* x = v + u in [0, 256) */
     dfl_ctx *ctx = dfl_ctx_new();
     int shape[4] = {N, 2, 4, 4};
     assert_int_equal(dfl_flow_data_init(ctx, f, dfl_tensor_wrap(ctx, x, 4, shape)), DFL_OK);
@@ -169,11 +169,101 @@ static void test_mismatch_and_dispatch(void **state)
     remove(path_b);
 }
 
+/* Replaces the first occurrence of `from` in the malloc'd string s by `to` (s is reallocated). */
+static char *str_replace(char *s, const char *from, const char *to)
+{
+    char *p = strstr(s, from);
+    assert_non_null(p);
+    size_t a = (size_t)(p - s), lf = strlen(from), lt = strlen(to), n = strlen(s);
+    char *o = malloc(n - lf + lt + 1);
+    memcpy(o, s, a);
+    memcpy(o + a, to, lt);
+    memcpy(o + a + lt, p + lf, n - a - lf + 1);
+    free(s);
+    return o;
+}
+
+/* Saves f's tensors under the config JSON js (as dfl_flow_save would, but with the given config). */
+static void save_with_config(const char *path, dfl_flow *f, const char *js)
+{
+    dfl_params *ps = dfl_flow_params(f), *bs = dfl_flow_buffers(f);
+    int n = ps->n + bs->n;
+    dfl_named_tensor *ts = calloc((size_t)n, sizeof *ts);
+    for (int i = 0; i < n; i++) ts[i] = (dfl_named_tensor){i < ps->n ? ps->p[i].name : bs->p[i - ps->n].name,
+                                                          i < ps->n ? ps->p[i].t : bs->p[i - ps->n].t};
+    const char *meta[] = {"format", "difflow", "method", dfl_flow_kind_name(dfl_flow_get_cfg(f)->kind), "config", js};
+    assert_int_equal(dfl_safetensors_save(path, ts, n, meta, 3), DFL_OK);
+    free(ts);
+}
+
+/* Checkpoints written before the dequantization layer and the learned top prior: their config
+ * has neither "dequant_bits" nor "learn_top", and image flows modelled y = -1 + 2 (v + u)/256
+ * directly. They load with the dequantization layer in front (the same model on x = v + u) and
+ * no top prior: log p of x equals the new flow's to the last bit; a legacy image config with
+ * another data transform is refused; a legacy 2-D flow loads unchanged. */
+static void test_legacy_config(void **state)
+{
+    (void)state;
+    make_paths();
+    for (int img = 0; img < 2; img++) {
+        dfl_flow_cfg cfg;
+        assert_int_equal(dfl_flow_preset(DFL_FLOW_GLOW, 2, img ? 4 : 0, img ? 4 : 0, &cfg), DFL_OK);
+        cfg.steps = 2;
+        cfg.net_width = 8;
+        cfg.learn_top = 0;
+        assert_int_equal(cfg.dequant_bits, img ? 8 : 0);
+        dfl_rng rng;
+        dfl_rng_init(&rng, 5);
+        dfl_flow *f = dfl_flow_new(&cfg, &rng);
+        assert_non_null(f);
+        enum { N = 4 };
+        int D = dfl_flow_dim(f), shape[4] = {N, 2, 4, 4};
+        float x[N * 32];
+        for (int i = 0; i < N * D; i++) x[i] = img ? 256.0f * dfl_rng_uniform(&rng) : (float)dfl_rng_normal(&rng);
+        dfl_ctx *ctx = dfl_ctx_new();
+        assert_int_equal(dfl_flow_data_init(ctx, f, dfl_tensor_wrap(ctx, x, img ? 4 : 2, shape)), DFL_OK);
+        dfl_ctx_free(ctx);
+        float lp0[N], lp1[N];
+        logp(f, x, N, lp0);
+        dfl_model_info info = {.step = 9, .seed = 1};
+        snprintf(info.arch, sizeof info.arch, "glow");
+        snprintf(info.data, sizeof info.data, img ? "fashion-mnist" : "moons");
+        char *js = dfl_flow_config_json(f, &info);
+        assert_non_null(js);
+        js = str_replace(js, img ? ",\"dequant_bits\":8,\"learn_top\":0" : ",\"dequant_bits\":0,\"learn_top\":0", "");
+        if (img)
+            js = str_replace(js, "x = v + u in [0, 256), u ~ U[0,1); the flow's first layer maps it to [-1, 1)",
+                             "y = -1 + 2 (v + u)/256, u ~ U[0,1) (8-bit pixels dequantized to [-1, 1))");
+        assert_null(strstr(js, "dequant_bits"));
+        save_with_config(path_b, f, js);
+        dfl_flow *g = NULL;
+        dfl_model_info gi;
+        if (dfl_flow_load(path_b, &g, &gi)) print_error("%s\n", dfl_last_error());
+        assert_non_null(g);
+        assert_int_equal(dfl_flow_get_cfg(g)->dequant_bits, img ? 8 : 0);
+        assert_int_equal(dfl_flow_get_cfg(g)->learn_top, 0);
+        logp(g, x, N, lp1);
+        assert_memory_equal(lp0, lp1, sizeof lp0);
+        dfl_flow_free(g);
+        if (img) { /* a legacy image config with an unknown data transform */
+            js = str_replace(js, "y = -1 + 2 (v + u)/256", "y = v/255");
+            save_with_config(path_b, f, js);
+            assert_int_equal(dfl_flow_load(path_b, &g, &gi), DFL_ERR_FORMAT);
+            assert_null(g);
+            assert_non_null(strstr(dfl_last_error(), "retrain"));
+        }
+        free(js);
+        dfl_flow_free(f);
+    }
+    remove(path_b);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_roundtrip_glow),
         cmocka_unit_test(test_mismatch_and_dispatch),
+        cmocka_unit_test(test_legacy_config),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

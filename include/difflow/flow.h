@@ -7,10 +7,14 @@
  *   - Direction: forward = data -> latent ("f"); log p(x) = log p_base(f(x)) + sum of the per-layer
  *     log-dets (nats, per sample). The inverse of a bijection returns its own log-det, which is
  *     minus the forward log-det at the inverse point (reference/flows.md 1.1).
- *   - Image data given to a flow is already dequantized to [-1, 1): y = -1 + 2 (v + u)/256
- *     (dfl_dequantize8), bin width 2/256, so bits/dim = dfl_bits_per_dim(logp, D, 8, 2.0). The
- *     logit preprocessing is the first bijection of an image flow (RealNVP, Glow) and its log-det
- *     is part of log_prob.
+ *   - Image data given to a flow are the dequantized pixels x = v + u in [0, 2^k)^D (v the k-bit
+ *     value, u ~ U[0,1)^D: dfl_flow_dequantize8), bin width 1. The first bijection of an image
+ *     flow (cfg.dequant_bits = k) is the affine dequantization map y = -1 + 2 x / 2^k onto
+ *     [-1, 1) with log-det D ln(2 / 2^k) (reference/flows.md 1.2), so log_prob is a density over
+ *     [0, 2^k)^D and bits/dim = -log p(x) / (D ln 2) with no outside constant (a flow uniform on
+ *     the cube gives exactly k). -E_u log p(v + u) >= -log P(v) (variational dequantization
+ *     bound, uniform q(u) of density 1). The logit preprocessing (RealNVP, Glow) follows it and
+ *     its log-det is part of log_prob too.
  *   - Layer and parameter names are module paths: "realnvp.0.2.coupling", "glow.1.3.invconv",
  *     "glow.1.3.invconv.log_s" (levels/scales and steps counted from 0).
  *   - Squeeze (RealNVP Sec. 3.6, Glow): (C, H, W) -> (4C, H/2, W/2) with input (c, 2i+dy, 2j+dx)
@@ -57,6 +61,12 @@ typedef struct {
     int lu;                      /* Glow: 1 LU-decomposed 1x1 conv, 0 plain */
     float logit_alpha;           /* RealNVP / Glow images: logit preprocessing alpha (preset 0.05);
                                     0 = none. NICE builds no logit layer (its preset stores 0) */
+    int dequant_bits;            /* images: k of the k-bit data; the first layer maps x in [0, 2^k)
+                                    to [-1, 1) (dfl_bij_dequant_new). Preset 8 for images, 0 (no
+                                    layer, data taken as given) for vectors; 0..16 */
+    int learn_top;               /* Glow: 1 = the top (final) latent has a learned diagonal Gaussian
+                                    prior N(mean, exp(2 logs)) (Glow's learntop; dfl_bij_prior_new).
+                                    Preset 1 for images, 0 for vectors; other kinds must be 0 */
 } dfl_flow_cfg;
 
 typedef struct dfl_flow dfl_flow;
@@ -83,6 +93,11 @@ const char *dfl_flow_kind_name(dfl_flow_kind k);
  *            (NICE 1x28x28: 19,158,352 parameters.)
  * DFL_ERR_ARG for an unknown kind or bad shape. */
 dfl_status dfl_flow_preset(dfl_flow_kind k, int channels, int height, int width, dfl_flow_cfg *cfg);
+
+/* Uniform dequantization for a flow: x[i] = v[i] + u, u ~ U[0,1) from rng (one dfl_rng_uniform_d
+ * per value, the same stream as dfl_dequantize8, so y = -1 + 2 x / 256 is its [-1, 1) value),
+ * x in [0, 256): the data space of an 8-bit image flow (cfg.dequant_bits = 8). */
+void dfl_flow_dequantize8(const uint8_t *v, size_t count, dfl_rng *rng, double *x);
 
 /* Build a flow with fresh parameters drawn from rng. NULL + message on failure, naming the layer
  * (e.g. "glow.2.squeeze: height 7 is odd, cannot squeeze 2x2"). */
@@ -242,20 +257,41 @@ dfl_status dfl_bij_actnorm_init(dfl_bijection *b, const dfl_tensor *x);
  * lu = 1: W = P L (U + diag(sign * exp(log_s))) with P ("<name>.perm" buffer) and sign
  *   ("<name>.sign" buffer) fixed, L "<name>.lower" (unit lower, strict part trained), U
  *   "<name>.upper" (strictly upper) and log_s "<name>.log_s" trained, all from the LU
- *   factorisation of the same random orthogonal matrix; log-det H W sum log_s. */
+ *   factorisation of the same random orthogonal matrix; log-det H W sum log_s. The forward map
+ *   applies the triangular factor B = U + diag(.) and then P L as two float32 1x1 convs (their
+ *   product is never rounded to float32, whose determinant drifts from prod exp(log_s) when W is
+ *   near-singular); the inverse applies (P L)^-1 then B^-1, both inverted in float64
+ *   (reference/flows.md pitfall 8). */
 dfl_bijection *dfl_bij_invconv_new(const char *name, int C, int H, int W, int lu, dfl_params *ps,
                                    dfl_params *bufs, dfl_rng *rng);
 /* The current weight of an invertible 1x1 conv into W, which must hold C*C doubles: row-major,
- * W[o * C + i] = weight of input channel i in output channel o (for lu = 1 composed as above).
- * Errors: DFL_ERR_ARG if b is NULL or not an invertible 1x1 conv; DFL_ERR_NUMERIC (message naming
- * the layer) if the LU permutation/sign buffers are invalid or W cannot be composed;
- * DFL_ERR_NOMEM (no message) if the scratch context cannot be allocated. W is unchanged on an error. */
+ * W[o * C + i] = weight of input channel i in output channel o. For lu = 1 it is composed in
+ * float64 from the float32 factors, W = P L (U + diag(sign exp(log_s))): the map the layer applies
+ * (as the two float32 factors, never as one rounded product), so ln|det W| = sum log_s up to
+ * float64 rounding at any scale (reference/flows.md pitfall 8). No allocation.
+ * Errors: DFL_ERR_ARG (message) if b or W is NULL or b is not an invertible 1x1 conv;
+ * DFL_ERR_FORMAT (message naming the layer) if the LU permutation/sign buffers are invalid (a
+ * corrupt checkpoint). W is unchanged on an error. */
 dfl_status dfl_bij_invconv_weight(const dfl_bijection *b, double *W);
 /* Logit preprocessing of data in [-1, 1) (RealNVP Sec. 4.1, symmetric form of FFJORD):
  * s = alpha + (1 - 2 alpha)(y + 1)/2, z = ln s - ln(1 - s); log-det per dimension
  * ln((1 - 2 alpha)/2) - ln s - ln(1 - s). No parameters. Returns NULL + message when alpha is
  * not in [0, 0.5) (DFL_ERR_ARG, naming the layer) or out of memory (DFL_ERR_NOMEM). */
 dfl_bijection *dfl_bij_logit_new(const char *name, int C, int H, int W, float alpha);
+/* Dequantization map of k-bit data (reference/flows.md 1.2): y = -1 + 2 x / 2^k, x in
+ * [0, 2^k) -> y in [-1, 1), elementwise over the C*H*W (or D) features; no parameters; log-det
+ * D ln(2 / 2^k) nats per sample (D = C*H*W), e.g. -784 ln 128 = -3803.98 for 1x28x28, k = 8.
+ * Inverse x = 2^(k-1) (y + 1). NULL + message (DFL_ERR_ARG naming the layer) unless 1 <= bits <= 16;
+ * DFL_ERR_NOMEM when out of memory. */
+dfl_bijection *dfl_bij_dequant_new(const char *name, int C, int H, int W, int bits);
+/* Learned diagonal Gaussian prior of the top latent (Glow's learntop, openai/glow model.py
+ * prior(): N(mean, exp(logs)^2)) written as a standardising bijection in front of the standard
+ * normal base: z' = (z - mean) exp(-logs), mean "<name>.mean" and logs "<name>.logs" of shape
+ * (1, C, H, W) (vectors (1, D)), zero-initialised (the prior starts as N(0, I)); log-det
+ * -sum logs (nats per sample), so base(z') + log-det = log N(z; mean, exp(2 logs)). Sampling at
+ * temperature T gives z = mean + exp(logs) T eps, as Glow. NULL + message when the parameters
+ * cannot be registered in ps (dfl_params_add's error) or out of memory (DFL_ERR_NOMEM). */
+dfl_bijection *dfl_bij_prior_new(const char *name, int C, int H, int W, dfl_params *ps);
 /* Factor-out with a learned conditional prior (Glow split2d): output has the input's shape,
  * channels [0, c1) unchanged (c1 = ceil(C/2)), channels [c1, C) replaced by
  * z2' = (z2 - mu) exp(-logsd), (mu, logsd) = zero-init conv3x3 of z1 ("<name>.conv.weight",

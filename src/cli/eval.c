@@ -28,7 +28,9 @@ static const char *EVAL_USAGE =
     "nats per image and bits/dim (-log p/(D ln 2) + 7); 2-D toy data are continuous (nats, with the\n"
     "true-density bound of the generator, docs/FLOWS.md). The table gives the mean and its standard error.\n"
     "Normalizing-flow checkpoints (nice, realnvp, glow) give their exact log-likelihood by the change of\n"
-    "variables on the same points (default -n 1000, images too); the ODE options are refused for them.";
+    "variables on the same points (default -n 1000, images too), images as x = v + u in [0, 256) with the\n"
+    "same u: the flow's first layer maps x to [-1, 1) and counts its log-det, so log p is a density on\n"
+    "[0, 256)^D and bits/dim = -log p/(D ln 2) with no constant. The ODE options are refused for them.";
 
 /* Seeds of the 2-D "splits": independent draws from the generator. */
 #define TOY_TEST_SEED 0x7E57DA7A5EEDull
@@ -62,11 +64,12 @@ static void column_stats(const float *x, long count, int dim, double *mu, double
 }
 
 /* The points evaluated, shared by every model kind: images: the first n of the split (file
- * order) dequantized y = -1 + 2 (v + u)/256 with u from rng_data (flows.md 1.2); 2-D: n independent
+ * order) dequantized y = -1 + 2 (v + u)/256 with u from rng_data (flows.md 1.2), or x = v + u in
+ * [0, 256) with the same u when raw (a flow with a dequantization layer); 2-D: n independent
  * draws of the generator `data` seeded from `seed` (test and train use different streams). x is
  * (n, dim); *n shrinks to the split's size. ds keeps the loaded split. 0, or 1 after printing. */
-static int eval_points(const char *data, int images, int test, const char *data_dir, uint64_t seed, dfl_rng *rng_data,
-                       int dim, int *n, double *x, dfl_dataset *ds)
+static int eval_points(const char *data, int images, int raw, int test, const char *data_dir, uint64_t seed,
+                       dfl_rng *rng_data, int dim, int *n, double *x, dfl_dataset *ds)
 {
     if (images) {
         if (dfl_fmnist_load(data_dir ? data_dir : DFL_FMNIST_DIR, test ? 0 : 1, ds)) {
@@ -78,7 +81,8 @@ static int eval_points(const char *data, int images, int test, const char *data_
             return 1;
         }
         if (*n > ds->n) *n = ds->n;
-        dfl_dequantize8(ds->pix, (size_t)*n * dim, rng_data, x); /* the first n images, in file order */
+        if (raw) dfl_flow_dequantize8(ds->pix, (size_t)*n * dim, rng_data, x); /* the first n images, in file order */
+        else dfl_dequantize8(ds->pix, (size_t)*n * dim, rng_data, x);
         return 0;
     }
     if (!dfl_toy_known(data)) {
@@ -94,8 +98,9 @@ static int eval_points(const char *data, int images, int test, const char *data_
 }
 
 /* The result table: mean and standard error of log p and NLL (nats), and bits/dim for images
- * (8-bit, [-1, 1): +7) or the true-density bound for 2-D data. 0, or 1 after printing. */
-static int print_nll_table(const double *lp, int n, int dim, int images, const char *data)
+ * (8-bit data of bin width `width`: 2/256 for [-1, 1), +7; 1 for a flow's [0, 256), no constant) or
+ * the true-density bound for 2-D data. 0, or 1 after printing. */
+static int print_nll_table(const double *lp, int n, int dim, int images, double width, const char *data)
 {
     double lm, lse;
     mean_se(lp, n, &lm, &lse);
@@ -108,11 +113,11 @@ static int print_nll_table(const double *lp, int n, int dim, int images, const c
             fprintf(stderr, "difflow: error: out of memory\n");
             return 1;
         }
-        for (int i = 0; i < n; i++) bpd[i] = dfl_bits_per_dim(lp[i], dim, 8, 2.0);
+        for (int i = 0; i < n; i++) bpd[i] = dfl_bits_per_dim(lp[i], dim, 8, width * 256.0);
         double bm, bse;
         mean_se(bpd, n, &bm, &bse);
         free(bpd);
-        printf("%-24s %12.4f %10.4f\n", "bits/dim (8-bit, +7)", bm, bse);
+        printf("%-24s %12.4f %10.4f\n", width == 1.0 ? "bits/dim (-log2 p / D)" : "bits/dim (8-bit, +7)", bm, bse);
     } else {
         double bound = dfl_toy_true_loglik_bound(data);
         if (!isnan(bound))
@@ -162,11 +167,18 @@ static int eval_flow(const char *ckpt, arg_spec *specs, int n, int batch, uint64
     }
     dfl_rng rng_data;
     dfl_rng_init(&rng_data, seed);
-    if (eval_points(info.data, images, test, data_dir, seed, &rng_data, dim, &n, x, &ds)) goto done;
+    /* a flow with a dequantization layer models x = v + u in [0, 2^k) itself */
+    int raw = c->dequant_bits == 8;
+    if (images && c->dequant_bits != 0 && c->dequant_bits != 8) {
+        fprintf(stderr, "difflow: error: %s models %d-bit data; %s is 8-bit\n", ckpt, c->dequant_bits, info.data);
+        goto done;
+    }
+    if (eval_points(info.data, images, raw, test, data_dir, seed, &rng_data, dim, &n, x, &ds)) goto done;
     char desc[256];
     cli_flow_describe(c, desc, sizeof desc);
     printf("eval %s: %s flow, step %ld, data %s (%s split, %d %s)\n", ckpt, dfl_flow_kind_name(c->kind), info.step,
-           info.data, test ? "test" : "train", n, images ? "images, dequantized to [-1, 1)" : "points, continuous");
+           info.data, test ? "test" : "train", n,
+           images ? (raw ? "images, dequantized x = v + u in [0, 256)" : "images, dequantized to [-1, 1)") : "points, continuous");
     printf("exact log-likelihood (change of variables through %d layers): %s\n", dfl_flow_nbij(f), desc);
     fflush(stdout);
     double t0 = dfl_now();
@@ -186,7 +198,7 @@ static int eval_flow(const char *ckpt, arg_spec *specs, int n, int batch, uint64
         if (images && n > batch) fprintf(stderr, "eval: %d/%d images, %.1f s\n", i0 + b, n, dfl_now() - t0);
     }
     double secs = dfl_now() - t0;
-    if (print_nll_table(lp, n, dim, images, info.data)) goto done;
+    if (print_nll_table(lp, n, dim, images, raw ? 1.0 : 2.0 / 256.0, info.data)) goto done;
     printf("%d forward passes of batch <= %d, %.2f s\n", (n + batch - 1) / batch, batch, secs);
     rc = 0;
 done:
@@ -333,7 +345,7 @@ int cmd_eval(int argc, char **argv)
     dfl_rng_init(&rng_probe, seed ^ 0x9B0BE5EEDull);
     char prior_desc[160];
     /* data to evaluate, and the training statistics the prior needs when alpha(T) != 0 */
-    if (eval_points(info.data, images, test, data_dir, seed, &rng_data, dim, &n, x, &ds)) goto done;
+    if (eval_points(info.data, images, 0, test, data_dir, seed, &rng_data, dim, &n, x, &ds)) goto done;
     if (aT != 0.0) {
         if (images) {
             dfl_dataset *src = &ds;
@@ -392,7 +404,7 @@ int cmd_eval(int argc, char **argv)
         if (images) fprintf(stderr, "eval: %d/%d images, %.1f s\n", i0 + b, n, dfl_now() - t0);
     }
     double secs = dfl_now() - t0;
-    if (print_nll_table(lp, n, dim, images, info.data)) goto done;
+    if (print_nll_table(lp, n, dim, images, 2.0 / 256.0, info.data)) goto done;
     printf("NFE %ld in %ld solves (%.0f per solve), %ld steps, %ld rejected, %.2f s\n", st.nfe, solves,
            (double)st.nfe / (double)(solves ? solves : 1), st.steps, st.rejected, secs);
     rc = 0;

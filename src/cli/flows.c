@@ -25,6 +25,7 @@ int cli_flow_method(const char *method)
 void cli_flow_flags_default(cli_flow_flags *ff)
 {
     ff->couplings = ff->hidden = ff->depth = ff->width = ff->scales = ff->blocks = ff->levels = ff->steps_per_level = -1;
+    ff->learn_top = -1;
     ff->coupling = ff->invconv = NULL;
     ff->logit_alpha = -1;
 }
@@ -49,6 +50,7 @@ static const struct {
     {"--coupling", V(DFL_FLOW_GLOW) | I(DFL_FLOW_GLOW), "glow"},
     {"--invconv", V(DFL_FLOW_GLOW) | I(DFL_FLOW_GLOW), "glow"},
     {"--logit-alpha", I(DFL_FLOW_REALNVP) | I(DFL_FLOW_GLOW), "realnvp and glow on images"}, /* NICE has no logit layer */
+    {"--learn-top", V(DFL_FLOW_GLOW) | I(DFL_FLOW_GLOW), "glow"},
 };
 #undef V
 #undef I
@@ -108,6 +110,7 @@ dfl_status cli_flow_cfg_from_flags(const char *method, const cli_flow_flags *ff,
                 {"--scales", offsetof(cli_flow_flags, scales), 1, 8},
                 {"--blocks", offsetof(cli_flow_flags, blocks), 1, 64},
                 {"--levels", offsetof(cli_flow_flags, levels), 1, 8},
+                {"--learn-top", offsetof(cli_flow_flags, learn_top), 0, 1},
                 {"--steps-per-level", offsetof(cli_flow_flags, steps_per_level), 1, 256}};
     for (size_t i = 0; i < sizeof ints / sizeof ints[0]; i++) {
         arg_spec *s = args_find(specs, ints[i].flag);
@@ -123,6 +126,7 @@ dfl_status cli_flow_cfg_from_flags(const char *method, const cli_flow_flags *ff,
     if (args_find(specs, "--blocks")->seen) cfg->blocks = ff->blocks;
     if (args_find(specs, "--levels")->seen) cfg->levels = ff->levels;
     if (args_find(specs, "--steps-per-level")->seen) cfg->steps = ff->steps_per_level;
+    if (args_find(specs, "--learn-top")->seen) cfg->learn_top = ff->learn_top;
     if (ff->coupling) {
         if (strcmp(ff->coupling, "affine") && strcmp(ff->coupling, "additive"))
             return dfl_fail(DFL_ERR_ARG, "unknown --coupling '%s' (known: affine, additive)", ff->coupling);
@@ -192,12 +196,13 @@ void cli_flow_describe(const dfl_flow_cfg *c, char *buf, size_t cap)
         break;
     case DFL_FLOW_GLOW:
         if (images)
-            snprintf(buf, cap, "glow: %d levels x %d steps (actnorm, %s 1x1 conv, %s coupling), width %d%s, %s base",
+            snprintf(buf, cap, "glow: %d levels x %d steps (actnorm, %s 1x1 conv, %s coupling), width %d%s, %s%s base",
                      c->levels, c->steps, c->lu ? "LU" : "plain", c->additive ? "additive" : "affine",
-                     c->net_width, pre, base);
+                     c->net_width, pre, c->learn_top ? "learned-top " : "", base);
         else
-            snprintf(buf, cap, "glow: %d steps (actnorm, %s 1x1, %s coupling MLP %d x %d), %s base", c->steps,
-                     c->lu ? "LU" : "plain", c->additive ? "additive" : "affine", c->depth, c->net_width, base);
+            snprintf(buf, cap, "glow: %d steps (actnorm, %s 1x1, %s coupling MLP %d x %d), %s%s base", c->steps,
+                     c->lu ? "LU" : "plain", c->additive ? "additive" : "affine", c->depth, c->net_width,
+                     c->learn_top ? "learned-top " : "", base);
         break;
     default: snprintf(buf, cap, "unknown flow"); break;
     }
@@ -258,6 +263,11 @@ dfl_status cli_flow_sample_chunked(dfl_ctx *ctx, dfl_flow *f, uint64_t seed, int
         dfl_ctx_reset(ctx);
         dfl_status st = dfl_flow_sample(ctx, f, b, temperature, &rng, x + (size_t)i0 * per);
         if (st) return st;
+        const dfl_flow_cfg *c = dfl_flow_get_cfg(f);
+        if (c->dequant_bits > 0) { /* [0, 2^k) -> the writers' [-1, 1] */
+            float s = (float)(2.0 / ldexp(1.0, c->dequant_bits));
+            for (size_t q = 0; q < (size_t)b * per; q++) x[(size_t)i0 * per + q] = x[(size_t)i0 * per + q] * s - 1.0f;
+        }
         for (size_t q = 0; q < (size_t)b * per; q++)
             if (!isfinite(x[(size_t)i0 * per + q]))
                 return dfl_fail(DFL_ERR_NUMERIC, "sample %zu is not finite (temperature %g)", (size_t)i0 + q / per,
@@ -297,7 +307,8 @@ static int cfg_equal(const dfl_flow_cfg *a, const dfl_flow_cfg *b)
            a->width == b->width && a->base == b->base && a->couplings == b->couplings &&
            a->hidden == b->hidden && a->depth == b->depth && a->scales == b->scales && a->blocks == b->blocks &&
            a->levels == b->levels && a->steps == b->steps && a->net_width == b->net_width &&
-           a->additive == b->additive && a->lu == b->lu && a->logit_alpha == b->logit_alpha;
+           a->additive == b->additive && a->lu == b->lu && a->logit_alpha == b->logit_alpha &&
+           a->dequant_bits == b->dequant_bits && a->learn_top == b->learn_top;
 }
 
 int cli_flow_trainee_open(cli_trainee *t, const dfl_flow_cfg *cfg, int flags_given, const char *data, uint64_t seed,
@@ -441,8 +452,11 @@ int cli_flow_info(const char *ckpt, int tensors)
     printf("arch:        %s\n", info.arch);
     printf("method:      %s (normalizing flow, exact log-likelihood)\n", dfl_flow_kind_name(c->kind));
     printf("flow:        %s\n", d);
-    if (c->height > 0)
-        printf("data shape:  %d x %d x %d (dequantized to [-1, 1))\n", c->channels, c->height, c->width);
+    if (c->height > 0 && c->dequant_bits > 0)
+        printf("data shape:  %d x %d x %d (%d-bit pixels dequantized to [0, %d), mapped to [-1, 1) by the first layer)\n",
+               c->channels, c->height, c->width, c->dequant_bits, 1 << c->dequant_bits);
+    else if (c->height > 0)
+        printf("data shape:  %d x %d x %d (given in [-1, 1))\n", c->channels, c->height, c->width);
     else
         printf("data shape:  %d (continuous)\n", c->channels);
     printf("data:        %s\n", info.data);

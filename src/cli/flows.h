@@ -9,7 +9,7 @@ struct cli_trainee;
 
 /* Flow architecture flags of difflow train; -1 / NULL = the kind's preset (dfl_flow_preset). */
 typedef struct {
-    int couplings, hidden, depth, width, scales, blocks, levels, steps_per_level;
+    int couplings, hidden, depth, width, scales, blocks, levels, steps_per_level, learn_top;
     const char *coupling, *invconv;
     double logit_alpha;
 } cli_flow_flags;
@@ -26,7 +26,8 @@ typedef struct {
     {"--steps-per-level", NULL, ARG_INT, &(ff).steps_per_level, "K", "glow: steps per level (default 8)", 0},           \
     {"--coupling", NULL, ARG_STR, &(ff).coupling, "KIND", "glow: affine or additive (default affine)", 0},             \
     {"--invconv", NULL, ARG_STR, &(ff).invconv, "KIND", "glow: 1x1 convolution lu or plain (default lu)", 0},          \
-    {"--logit-alpha", NULL, ARG_FLOAT, &(ff).logit_alpha, "A", "realnvp, glow images: logit preprocessing alpha, 0 none (default 0.05)", 0}
+    {"--logit-alpha", NULL, ARG_FLOAT, &(ff).logit_alpha, "A", "realnvp, glow images: logit preprocessing alpha, 0 none (default 0.05)", 0}, \
+    {"--learn-top", NULL, ARG_INT, &(ff).learn_top, "0|1", "glow: learned Gaussian prior of the top latent (default 1 images, 0 2-D)", 0}
 
 void cli_flow_flags_default(cli_flow_flags *ff);
 /* 1 if method is a normalizing flow kind (nice, realnvp, glow); cnf is not (it is flow matching). */
@@ -51,7 +52,9 @@ int cli_flow_trainee_open(struct cli_trainee *t, const dfl_flow_cfg *cfg, int fl
                           uint64_t seed, const char *p_model, int resume, dfl_model_info *ci);
 /* n samples at temperature T from one stream seeded by seed, consumed sample after sample and
  * `batch` samples per inverse pass (so the result depends on batch only through floating-point
- * summation order); a non-finite sample is an error (DFL_ERR_NUMERIC). */
+ * summation order); a non-finite sample is an error (DFL_ERR_NUMERIC). Image samples come out in
+ * the [-1, 1] pixel range of cli_write_samples: a flow with a dequantization layer (data space
+ * [0, 2^k)) is mapped by 2 x / 2^k - 1. */
 dfl_status cli_flow_sample_chunked(dfl_ctx *ctx, dfl_flow *f, uint64_t seed, int n, int batch, double temperature,
                                    float *x);
 /* cli_open_model for flows: validates --threads, applies it, loads the checkpoint; prints the

@@ -33,10 +33,11 @@ static const char *TRAIN_USAGE =
     "ddpm (discrete, T = 1000). --pred picks what the network predicts (default: fm velocity, edm edm,\n"
     "others eps); v needs vp or ddpm. --ot pairs noise and data by exact minibatch OT (fm only).\n"
     "Normalizing flows (exact log-likelihood; loss = -mean log p(x)/D in nats/dim; images dequantized\n"
-    "y = -1 + 2 (v + u)/256 with the run's seed; docs/FLOWS.md): nice (additive couplings, scaling layer,\n"
-    "logistic base; --couplings --hidden --depth), realnvp (affine couplings, multi-scale on images;\n"
-    "--width --scales --blocks, 2-D --couplings --depth), glow (ActNorm with data-dependent init, LU 1x1\n"
-    "conv, couplings; --levels --steps-per-level --width --coupling --invconv). Each flag is refused by the\n"
+    "x = v + u in [0, 256) with the run's seed, the flow's first layer maps x to [-1, 1); docs/FLOWS.md):\n"
+    "nice (additive couplings, scaling layer, logistic base; --couplings --hidden --depth), realnvp (affine\n"
+    "couplings, multi-scale on images; --width --scales --blocks, 2-D --couplings --depth), glow (ActNorm\n"
+    "with data-dependent init, LU 1x1 conv, couplings, learned top prior; --levels --steps-per-level --width\n"
+    "--coupling --invconv --learn-top). Each flag is refused by the\n"
     "methods that do not use it. cnf: a continuous normalizing flow trained by flow matching (method fm,\n"
     "pred velocity, in runs/DATA-cnf), evaluated through the PF-ODE likelihood.";
 
@@ -958,9 +959,10 @@ int cmd_train(int argc, char **argv)
                 idx[b] = perm[pos % ds.n];
             }
             if (t.dequantize) {
-                /* y = -1 + 2 (v + u)/256 with u from the run's stream (flows.md 1.2) */
+                /* x = v + u in [0, 256) with u from the run's stream: a flow's data space, its first
+                 * layer maps it to [-1, 1) (flow.h; flows.md 1.2) */
                 for (int b = 0; b < o.batch; b++)
-                    dfl_dequantize8(ds.pix + (size_t)idx[b] * per, per, &rng, xq + (size_t)b * per);
+                    dfl_flow_dequantize8(ds.pix + (size_t)idx[b] * per, per, &rng, xq + (size_t)b * per);
                 for (size_t q = 0; q < (size_t)o.batch * per; q++) xb[q] = (float)xq[q];
             } else {
                 dfl_dataset_batch(&ds, idx, o.batch, xb);

@@ -10,7 +10,7 @@ typedef struct cli_trainee cli_trainee;
 struct cli_trainee {
     void *self;
     char desc[200];  /* what is trained, for the start line: "toy-mlp with fm (pred velocity)" */
-    int dequantize;  /* images: batches are y = -1 + 2 (v + u)/256, u ~ U[0,1) from the run's rng
+    int dequantize;  /* images: batches are x = v + u in [0, 256), u ~ U[0,1) from the run's rng
                         (flows: their log-likelihood is of dequantized data), else v/127.5 - 1 */
     /* The trainable parameters (what Adam updates, what train_state.safetensors holds). */
     dfl_params *(*params)(cli_trainee *t);

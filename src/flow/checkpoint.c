@@ -24,7 +24,11 @@ static const struct {
     {"levels", offsetof(dfl_flow_cfg, levels)},           {"steps", offsetof(dfl_flow_cfg, steps)},
     {"net_width", offsetof(dfl_flow_cfg, net_width)}, {"additive", offsetof(dfl_flow_cfg, additive)},
     {"lu", offsetof(dfl_flow_cfg, lu)},
+    /* added with the in-flow dequantization and Glow's learned top prior; absent from older
+     * checkpoints (cfg_from_json gives their meaning) */
+    {"dequant_bits", offsetof(dfl_flow_cfg, dequant_bits)}, {"learn_top", offsetof(dfl_flow_cfg, learn_top)},
 };
+#define N_CFG_INTS_V1 13 /* the fields every flow checkpoint has */
 #define N_CFG_INTS (sizeof CFG_INTS / sizeof CFG_INTS[0])
 
 char *dfl_flow_config_json(const dfl_flow *f, const dfl_model_info *info)
@@ -41,9 +45,13 @@ char *dfl_flow_config_json(const dfl_flow *f, const dfl_model_info *info)
         cJSON_AddNumberToObject(o, CFG_INTS[i].key, *(const int *)((const char *)c + CFG_INTS[i].off));
     cJSON_AddNumberToObject(o, "logit_alpha", (double)c->logit_alpha); /* round-trips exactly */
     cJSON_AddStringToObject(o, "data", info->data);
-    cJSON_AddStringToObject(o, "data_transform",
-                            c->height > 0 ? "y = -1 + 2 (v + u)/256, u ~ U[0,1) (8-bit pixels dequantized to [-1, 1))"
-                                          : "none (2-D points)");
+    char dt[160];
+    if (c->height > 0 && c->dequant_bits > 0)
+        snprintf(dt, sizeof dt, "x = v + u in [0, %d), u ~ U[0,1); the flow's first layer maps it to [-1, 1)",
+                 1 << c->dequant_bits);
+    else
+        snprintf(dt, sizeof dt, "%s", c->height > 0 ? "none (images given in [-1, 1))" : "none (2-D points)");
+    cJSON_AddStringToObject(o, "data_transform", dt);
     cJSON_AddNumberToObject(o, "step", (double)info->step);
     char seed[32];
     snprintf(seed, sizeof seed, "%llu", (unsigned long long)info->seed);
@@ -100,6 +108,7 @@ static dfl_status cfg_from_json(const char *path, const cJSON *o, dfl_flow_cfg *
     c->base = strcmp(base->valuestring, "logistic") == 0 ? DFL_BASE_LOGISTIC : DFL_BASE_NORMAL;
     for (size_t i = 0; i < N_CFG_INTS; i++) {
         const cJSON *it = cJSON_GetObjectItemCaseSensitive(o, CFG_INTS[i].key);
+        if (!it && i >= N_CFG_INTS_V1) continue; /* an older checkpoint: see below */
         if (!cJSON_IsNumber(it) || it->valuedouble != (double)(int)it->valuedouble || it->valuedouble < 0 ||
             it->valuedouble > 1e6)
             return dfl_fail(DFL_ERR_FORMAT, "%s: config lacks a valid \"%s\"", path, CFG_INTS[i].key);
@@ -108,6 +117,17 @@ static dfl_status cfg_from_json(const char *path, const cJSON *o, dfl_flow_cfg *
     if (!cJSON_IsNumber(alpha) || !(alpha->valuedouble >= 0 && alpha->valuedouble < 0.5))
         return dfl_fail(DFL_ERR_FORMAT, "%s: config lacks a valid \"logit_alpha\"", path);
     c->logit_alpha = (float)alpha->valuedouble;
+    /* Checkpoints written before the dequantization layer: their image flows modelled
+     * y = -1 + 2 (v + u)/256 in [-1, 1) directly. The dequantization map in front of the same
+     * layers is that model re-expressed on x = v + u (same tensors, same bits/dim), so it is
+     * added; any other data transform is refused. They had no learned top prior. */
+    if (!cJSON_GetObjectItemCaseSensitive(o, "dequant_bits") && c->height > 0) {
+        const cJSON *dt = cJSON_GetObjectItemCaseSensitive(o, "data_transform");
+        if (!cJSON_IsString(dt) || strncmp(dt->valuestring, "y = -1 + 2 (v + u)/256", 22) != 0)
+            return dfl_fail(DFL_ERR_FORMAT, "%s: image flow checkpoint without \"dequant_bits\" and with an unknown "
+                            "data transform: retrain it with this difflow", path);
+        c->dequant_bits = 8;
+    }
     return DFL_OK;
 }
 

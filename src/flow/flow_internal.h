@@ -6,7 +6,7 @@
 #include "difflow/nn.h"
 #include "difflow/ops.h"
 
-enum { BK_COUPLING, BK_SCALING, BK_SQUEEZE, BK_ACTNORM, BK_INVCONV, BK_LOGIT, BK_SPLIT };
+enum { BK_COUPLING, BK_SCALING, BK_SQUEEZE, BK_ACTNORM, BK_INVCONV, BK_LOGIT, BK_SPLIT, BK_DEQUANT, BK_PRIOR };
 
 #define CNET_MAX 24
 
@@ -42,6 +42,10 @@ struct dfl_bijection {
     float *sign;
     /* logit */
     float alpha;
+    /* dequantization: k of the k-bit data */
+    int bits;
+    /* learned top prior */
+    dfl_tensor *pmean, *plogs;
     /* split: conditional prior conv */
     dfl_conv_layer pconv;
     /* flow bookkeeping: offset of a split's factored-out part in the flattened latent */
