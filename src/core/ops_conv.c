@@ -3,7 +3,9 @@
  * Two implementations:
  *
  * - Direct 3x3 (pad 1, the U-Net's convolutions), when compiled for AVX2 + FMA: see the
- *   "direct 3x3" section below. No im2col and no BLAS; about 1.3-1.6x the im2col path's speed.
+ *   "direct 3x3" section below. No im2col and no BLAS; about 1.3-1.6x the im2col path's speed
+ *   with 8-float (AVX2) vectors; AVX-512 builds use 16-float vectors (about 1.6-2x faster again
+ *   on Zen 5, bench/conv_micro.c, 1 thread).
  *
  * - im2col + cblas_sgemm (OpenBLAS) for every other shape. The output columns (N images x Ho*Wo
  *   positions) are cut into "units": a block of output rows of one image, or a group of whole
@@ -343,6 +345,33 @@ static void unit_dw(const conv_plan *p, int u, const float *x, const float *dy, 
 #define D3_AVAILABLE 0
 #endif
 
+/* Vector width of the direct kernels: 16 floats (one zmm) on AVX-512 builds, else 8 (one ymm).
+ * The forward/dX kernels compute every output as the same sequence of FMAs at either width (each
+ * lane is one output position), so their results do not depend on it; dW sums VL-lane partials. */
+#if D3_AVAILABLE && defined(__AVX512F__)
+#define D3_VL 16
+typedef __m512 d3v;
+#define d3_load _mm512_loadu_ps
+#define d3_store_v _mm512_storeu_ps
+#define d3_fma _mm512_fmadd_ps
+#define d3_zero _mm512_setzero_ps
+#define d3_bcast(p) _mm512_set1_ps(*(p))
+#define d3_hsum _mm512_reduce_add_ps
+#define D3_PIN(v) __asm__("" : "+v"(v))
+#elif D3_AVAILABLE
+#define D3_VL 8
+typedef __m256 d3v;
+#define d3_load _mm256_loadu_ps
+#define d3_store_v _mm256_storeu_ps
+#define d3_fma _mm256_fmadd_ps
+#define d3_zero _mm256_setzero_ps
+#define d3_bcast(p) _mm256_broadcast_ss(p)
+#define d3_hsum hsum8
+#define D3_PIN(v) __asm__("" : "+x"(v))
+#else
+#define D3_VL 8
+#endif
+
 static int g_direct = 1;
 
 int dfl_k_conv2d_set_direct(int on)
@@ -354,14 +383,15 @@ int dfl_k_conv2d_set_direct(int on)
 
 static int use_direct(int k, int pad) { return D3_AVAILABLE && g_direct && k == 3 && pad == 1; }
 
-/* Below this many output vectors per image (7x7: 7) the dW kernel's horizontal sums dominate
- * and im2col + GEMM computes dW faster (measured 71 vs 58 GFLOP/s at 7x7; 90 vs 99 at 14x14). */
-#define D3_DW_MIN_QV 16
+/* Below this many output positions per image, rounded up to vectors (7x7: 56) the dW kernel's
+ * horizontal sums dominate and im2col + GEMM computes dW faster (measured with 8-float vectors:
+ * 71 vs 58 GFLOP/s at 7x7; 90 vs 99 at 14x14). */
+#define D3_DW_MIN_Q 128
 
 typedef struct {
     int N, C, H, W, O;
     int Wq, base, Q, Qv; /* row length W+1; flat index of input (0,0); H Wq positions; vectors */
-    size_t PL, ldy;      /* padded plane stride; stride of the padded output rows (8 Qv) */
+    size_t PL, ldy;      /* padded plane stride; stride of the padded output rows (D3_VL Qv) */
     int Op, Cp;          /* O and C rounded up to multiples of 4 */
     int nth, per_image;  /* per_image: threads over images; else over channel blocks */
 } d3_plan;
@@ -372,9 +402,9 @@ static void d3_make(d3_plan *p, int N, int C, int H, int W, int O)
     p->Wq = W + 1;
     p->base = p->Wq + 1;
     p->Q = H * p->Wq;
-    p->Qv = (p->Q + 7) / 8;
-    p->PL = ALIGN16((size_t)p->Qv * 8 + 2 * (size_t)p->Wq + 2);
-    p->ldy = (size_t)p->Qv * 8;
+    p->Qv = (p->Q + D3_VL - 1) / D3_VL;
+    p->PL = ALIGN16((size_t)p->Qv * D3_VL + 2 * (size_t)p->Wq + 2);
+    p->ldy = (size_t)p->Qv * D3_VL;
     p->Op = (O + 3) & ~3;
     p->Cp = (C + 3) & ~3;
     int maxth = max_threads();
@@ -427,13 +457,19 @@ static void d3_pack(const float *w, int O, int C, int flip, float *wp)
             }
 }
 
-#define D3_PIN(v) __asm__("" : "+x"(v))
+static inline float hsum8(__m256 v)
+{
+    __m128 a = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    a = _mm_add_ps(a, _mm_movehl_ps(a, a));
+    a = _mm_add_ss(a, _mm_shuffle_ps(a, a, 1));
+    return _mm_cvtss_f32(a);
+}
 
-/* y[r][8v'] (r < 4, v' < 3) = sum over c < Cin and taps of w * x: 4 channels x 24 positions. */
+/* y[r][VL v'] (r < 4, v' < 3) = sum over c < Cin and taps of w * x: 4 channels x 3 VL positions. */
 static void d3_k4x3(const float *x, size_t PL, int Wq, const float *w, int Cin, float *y, size_t ldy)
 {
-    __m256 a00 = _mm256_setzero_ps(), a01 = a00, a02 = a00, a10 = a00, a11 = a00, a12 = a00;
-    __m256 a20 = a00, a21 = a00, a22 = a00, a30 = a00, a31 = a00, a32 = a00;
+    d3v a00 = d3_zero(), a01 = a00, a02 = a00, a10 = a00, a11 = a00, a12 = a00;
+    d3v a20 = a00, a21 = a00, a22 = a00, a30 = a00, a31 = a00, a32 = a00;
     for (int c = 0; c < Cin; c++) {
         const float *xc = x + (size_t)c * PL;
         const float *wc = w + (size_t)c * 36;
@@ -441,28 +477,29 @@ static void d3_k4x3(const float *x, size_t PL, int Wq, const float *w, int Cin, 
             const float *xr = xc + (size_t)i * Wq;
             const float *wr = wc + i * 12;
             for (int j = 0; j < 3; j++) {
-                __m256 x0 = _mm256_loadu_ps(xr + j), x1 = _mm256_loadu_ps(xr + j + 8);
-                __m256 x2 = _mm256_loadu_ps(xr + j + 16);
+                d3v x0 = d3_load(xr + j), x1 = d3_load(xr + j + D3_VL);
+                d3v x2 = d3_load(xr + j + 2 * D3_VL);
                 D3_PIN(x0); D3_PIN(x1); D3_PIN(x2);
                 const float *wt = wr + 4 * j;
-                __m256 wb = _mm256_broadcast_ss(wt);
-                a00 = _mm256_fmadd_ps(wb, x0, a00); a01 = _mm256_fmadd_ps(wb, x1, a01); a02 = _mm256_fmadd_ps(wb, x2, a02);
-                wb = _mm256_broadcast_ss(wt + 1);
-                a10 = _mm256_fmadd_ps(wb, x0, a10); a11 = _mm256_fmadd_ps(wb, x1, a11); a12 = _mm256_fmadd_ps(wb, x2, a12);
-                wb = _mm256_broadcast_ss(wt + 2);
-                a20 = _mm256_fmadd_ps(wb, x0, a20); a21 = _mm256_fmadd_ps(wb, x1, a21); a22 = _mm256_fmadd_ps(wb, x2, a22);
-                wb = _mm256_broadcast_ss(wt + 3);
-                a30 = _mm256_fmadd_ps(wb, x0, a30); a31 = _mm256_fmadd_ps(wb, x1, a31); a32 = _mm256_fmadd_ps(wb, x2, a32);
+                d3v wb = d3_bcast(wt);
+                a00 = d3_fma(wb, x0, a00); a01 = d3_fma(wb, x1, a01); a02 = d3_fma(wb, x2, a02);
+                wb = d3_bcast(wt + 1);
+                a10 = d3_fma(wb, x0, a10); a11 = d3_fma(wb, x1, a11); a12 = d3_fma(wb, x2, a12);
+                wb = d3_bcast(wt + 2);
+                a20 = d3_fma(wb, x0, a20); a21 = d3_fma(wb, x1, a21); a22 = d3_fma(wb, x2, a22);
+                wb = d3_bcast(wt + 3);
+                a30 = d3_fma(wb, x0, a30); a31 = d3_fma(wb, x1, a31); a32 = d3_fma(wb, x2, a32);
             }
         }
     }
-    _mm256_storeu_ps(y, a00); _mm256_storeu_ps(y + 8, a01); _mm256_storeu_ps(y + 16, a02);
+    const int V = D3_VL;
+    d3_store_v(y, a00); d3_store_v(y + V, a01); d3_store_v(y + 2 * V, a02);
     y += ldy;
-    _mm256_storeu_ps(y, a10); _mm256_storeu_ps(y + 8, a11); _mm256_storeu_ps(y + 16, a12);
+    d3_store_v(y, a10); d3_store_v(y + V, a11); d3_store_v(y + 2 * V, a12);
     y += ldy;
-    _mm256_storeu_ps(y, a20); _mm256_storeu_ps(y + 8, a21); _mm256_storeu_ps(y + 16, a22);
+    d3_store_v(y, a20); d3_store_v(y + V, a21); d3_store_v(y + 2 * V, a22);
     y += ldy;
-    _mm256_storeu_ps(y, a30); _mm256_storeu_ps(y + 8, a31); _mm256_storeu_ps(y + 16, a32);
+    d3_store_v(y, a30); d3_store_v(y + V, a31); d3_store_v(y + 2 * V, a32);
 }
 
 /* The same for V = 1 or 2 vectors (the tail of a row of blocks); few enough registers that the
@@ -471,27 +508,27 @@ static inline __attribute__((always_inline)) void d3_k4xv(int V, const float *x,
                                                           const float *w, int Cin, float *y,
                                                           size_t ldy)
 {
-    __m256 acc[4][2];
+    d3v acc[4][2];
     for (int r = 0; r < 4; r++)
-        for (int v = 0; v < V; v++) acc[r][v] = _mm256_setzero_ps();
+        for (int v = 0; v < V; v++) acc[r][v] = d3_zero();
     for (int c = 0; c < Cin; c++) {
         const float *xc = x + (size_t)c * PL;
         const float *wc = w + (size_t)c * 36;
         for (int t = 0; t < 9; t++) {
             const float *xt = xc + (size_t)(t / 3) * Wq + t % 3;
-            __m256 xv[2];
+            d3v xv[2];
             for (int v = 0; v < V; v++) {
-                xv[v] = _mm256_loadu_ps(xt + 8 * v);
+                xv[v] = d3_load(xt + D3_VL * v);
                 D3_PIN(xv[v]);
             }
             for (int r = 0; r < 4; r++) {
-                __m256 wb = _mm256_broadcast_ss(wc + t * 4 + r);
-                for (int v = 0; v < V; v++) acc[r][v] = _mm256_fmadd_ps(wb, xv[v], acc[r][v]);
+                d3v wb = d3_bcast(wc + t * 4 + r);
+                for (int v = 0; v < V; v++) acc[r][v] = d3_fma(wb, xv[v], acc[r][v]);
             }
         }
     }
     for (int r = 0; r < 4; r++)
-        for (int v = 0; v < V; v++) _mm256_storeu_ps(y + r * ldy + 8 * v, acc[r][v]);
+        for (int v = 0; v < V; v++) d3_store_v(y + r * ldy + D3_VL * v, acc[r][v]);
 }
 
 static void d3_k4x2(const float *x, size_t PL, int Wq, const float *w, int Cin, float *y, size_t ldy)
@@ -513,11 +550,11 @@ static void d3_img_fwd(const d3_plan *p, const float *xp, int Cin, const float *
         const float *wo = wp + (size_t)ob * Cin * 36;
         float *yo = yq + (size_t)ob * 4 * p->ldy;
         int v = 0;
-        for (; v + 3 <= p->Qv; v += 3) d3_k4x3(xp + 8 * v, p->PL, p->Wq, wo, Cin, yo + 8 * v, p->ldy);
+        for (; v + 3 <= p->Qv; v += 3) d3_k4x3(xp + D3_VL * v, p->PL, p->Wq, wo, Cin, yo + D3_VL * v, p->ldy);
         if (p->Qv - v == 2)
-            d3_k4x2(xp + 8 * v, p->PL, p->Wq, wo, Cin, yo + 8 * v, p->ldy);
+            d3_k4x2(xp + D3_VL * v, p->PL, p->Wq, wo, Cin, yo + D3_VL * v, p->ldy);
         else if (p->Qv - v == 1)
-            d3_k4x1(xp + 8 * v, p->PL, p->Wq, wo, Cin, yo + 8 * v, p->ldy);
+            d3_k4x1(xp + D3_VL * v, p->PL, p->Wq, wo, Cin, yo + D3_VL * v, p->ldy);
     }
 }
 
@@ -538,46 +575,38 @@ static void d3_store(const d3_plan *p, const float *yq, const float *b, float *y
     }
 }
 
-static inline float hsum8(__m256 v)
-{
-    __m128 a = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-    a = _mm_add_ps(a, _mm_movehl_ps(a, a));
-    a = _mm_add_ss(a, _mm_shuffle_ps(a, a, 1));
-    return _mm_cvtss_f32(a);
-}
-
-/* dW of 4 output channels and one input channel: dw[r ldw + 3 i + j] += sum over q < 8 Qv of
+/* dW of 4 output channels and one input channel: dw[r ldw + 3 i + j] += sum over q < VL Qv of
  * dy[r PL + q] x[q + i Wq + j], for r < nr (<= 4; the 4 dy rows always exist, zero past O).
  * dy: padded dY at offset base (zero in pad columns and past the last row); x: a padded plane. */
 static void d3_dw4(const float *dy, size_t PL, const float *x, int Wq, int Qv, float *dw,
                    size_t ldw, int nr)
 {
     for (int i = 0; i < 3; i++) {
-        __m256 a00 = _mm256_setzero_ps(), a01 = a00, a02 = a00, a10 = a00, a11 = a00, a12 = a00;
-        __m256 a20 = a00, a21 = a00, a22 = a00, a30 = a00, a31 = a00, a32 = a00;
+        d3v a00 = d3_zero(), a01 = a00, a02 = a00, a10 = a00, a11 = a00, a12 = a00;
+        d3v a20 = a00, a21 = a00, a22 = a00, a30 = a00, a31 = a00, a32 = a00;
         const float *xr = x + (size_t)i * Wq;
         for (int v = 0; v < Qv; v++) {
-            const float *xs = xr + 8 * v, *ds = dy + 8 * v;
-            __m256 x0 = _mm256_loadu_ps(xs), x1 = _mm256_loadu_ps(xs + 1), x2 = _mm256_loadu_ps(xs + 2);
+            const float *xs = xr + D3_VL * v, *ds = dy + D3_VL * v;
+            d3v x0 = d3_load(xs), x1 = d3_load(xs + 1), x2 = d3_load(xs + 2);
             D3_PIN(x0); D3_PIN(x1); D3_PIN(x2);
-            __m256 d = _mm256_loadu_ps(ds);
+            d3v d = d3_load(ds);
             D3_PIN(d);
-            a00 = _mm256_fmadd_ps(d, x0, a00); a01 = _mm256_fmadd_ps(d, x1, a01); a02 = _mm256_fmadd_ps(d, x2, a02);
-            d = _mm256_loadu_ps(ds + PL);
+            a00 = d3_fma(d, x0, a00); a01 = d3_fma(d, x1, a01); a02 = d3_fma(d, x2, a02);
+            d = d3_load(ds + PL);
             D3_PIN(d);
-            a10 = _mm256_fmadd_ps(d, x0, a10); a11 = _mm256_fmadd_ps(d, x1, a11); a12 = _mm256_fmadd_ps(d, x2, a12);
-            d = _mm256_loadu_ps(ds + 2 * PL);
+            a10 = d3_fma(d, x0, a10); a11 = d3_fma(d, x1, a11); a12 = d3_fma(d, x2, a12);
+            d = d3_load(ds + 2 * PL);
             D3_PIN(d);
-            a20 = _mm256_fmadd_ps(d, x0, a20); a21 = _mm256_fmadd_ps(d, x1, a21); a22 = _mm256_fmadd_ps(d, x2, a22);
-            d = _mm256_loadu_ps(ds + 3 * PL);
+            a20 = d3_fma(d, x0, a20); a21 = d3_fma(d, x1, a21); a22 = d3_fma(d, x2, a22);
+            d = d3_load(ds + 3 * PL);
             D3_PIN(d);
-            a30 = _mm256_fmadd_ps(d, x0, a30); a31 = _mm256_fmadd_ps(d, x1, a31); a32 = _mm256_fmadd_ps(d, x2, a32);
+            a30 = d3_fma(d, x0, a30); a31 = d3_fma(d, x1, a31); a32 = d3_fma(d, x2, a32);
         }
         float *r0 = dw + 3 * i;
-        r0[0] += hsum8(a00); r0[1] += hsum8(a01); r0[2] += hsum8(a02);
-        if (nr > 1) { float *r = r0 + ldw; r[0] += hsum8(a10); r[1] += hsum8(a11); r[2] += hsum8(a12); }
-        if (nr > 2) { float *r = r0 + 2 * ldw; r[0] += hsum8(a20); r[1] += hsum8(a21); r[2] += hsum8(a22); }
-        if (nr > 3) { float *r = r0 + 3 * ldw; r[0] += hsum8(a30); r[1] += hsum8(a31); r[2] += hsum8(a32); }
+        r0[0] += d3_hsum(a00); r0[1] += d3_hsum(a01); r0[2] += d3_hsum(a02);
+        if (nr > 1) { float *r = r0 + ldw; r[0] += d3_hsum(a10); r[1] += d3_hsum(a11); r[2] += d3_hsum(a12); }
+        if (nr > 2) { float *r = r0 + 2 * ldw; r[0] += d3_hsum(a20); r[1] += d3_hsum(a21); r[2] += d3_hsum(a22); }
+        if (nr > 3) { float *r = r0 + 3 * ldw; r[0] += d3_hsum(a30); r[1] += d3_hsum(a31); r[2] += d3_hsum(a32); }
     }
 }
 
@@ -765,7 +794,7 @@ size_t dfl_k_conv2d_work_floats(int N, int C, int H, int W, int O, int k, int pa
         size_t a, b, c, d;
         d3_make(&p, N, C, H, W, O);
         size_t n = d3_layout(&p, &a, &b, &c, &d);
-        if (p.Qv < D3_DW_MIN_QV) { /* dW by im2col first, in the same buffer */
+        if (p.Qv * D3_VL < D3_DW_MIN_Q) { /* dW by im2col first, in the same buffer */
             size_t m = im2col_work_floats(N, C, H, W, O, k, pad);
             if (m > n) n = m;
         }
@@ -863,7 +892,7 @@ void dfl_k_conv2d_bwd(const float *x, const float *w, const float *dy, float *dx
         size_t wpk, wfl, part, thr;
         d3_make(&p, N, C, H, W, O);
         d3_layout(&p, &wpk, &wfl, &part, &thr);
-        if (p.Qv < D3_DW_MIN_QV && (dw || db)) {
+        if (p.Qv * D3_VL < D3_DW_MIN_Q && (dw || db)) {
             conv_plan pf, pt;
             conv_work cw;
             work_split(work, N, C, H, W, O, k, pad, &pf, &pt, &cw);
