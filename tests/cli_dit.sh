@@ -97,6 +97,12 @@ expect_error "resume with another posenc" "trained with --posenc sincos, not rop
   "$BIN" train --arch dit "${c[@]}" --steps 4 --out "$T/pe-sincos" --resume
 "$BIN" train --arch dit --posenc sincos "${c[@]}" --steps 3 --out "$T/pe-sincos" --resume 2>/dev/null \
   || fail "resume with the same --posenc"
+# reflow keeps the teacher's encoding (the student starts from its weights) and refuses --posenc.
+"$BIN" reflow --ckpt "$T/pe-sincos/model.safetensors" --pairs 8 --batch 8 --steps 1 --pair-steps 2 --samples 0 \
+  --threads 1 --out "$T/reflow" 2>/dev/null || fail "reflow from a sincos DiT"
+grep -q '"posenc":"sincos"' "$T/reflow/config.json" || fail "reflow should keep the teacher's posenc sincos"
+expect_error "posenc with reflow" "drop --data/--method/--pred/--posenc" -- \
+  "$BIN" reflow --ckpt "$T/pe-sincos/model.safetensors" --posenc none --out "$T/bad6"
 expect_error "posenc on the U-Net" "--posenc applies to --arch dit" -- \
   "$BIN" train --arch fmnist-unet-s --posenc sincos --steps 2 --out "$T/bad3"
 expect_error "posenc on a flow" "(--posenc)" -- "$BIN" train --method glow --posenc none --steps 2 --out "$T/bad4"
