@@ -7,6 +7,7 @@
 #   bench/fmnist_dit.sh                         # 600 steps per model (~30-40 min on 2 idle cores)
 #   STEPS=20 SAMPLES=16 bench/fmnist_dit.sh     # smoke run
 #   THREADS=1 bench/fmnist_dit.sh               # one core (steadier on a shared machine)
+#   POSENC=sincos bench/fmnist_dit.sh           # the DiT's --posenc (rope2d default, sincos, none)
 #
 # Not a test.
 set -euo pipefail
@@ -16,11 +17,12 @@ STEPS=${STEPS:-600}
 SAMPLES=${SAMPLES:-64}
 THREADS=${THREADS:-0}
 OUT=${OUT:-runs/bench-dit}
+POSENC=${POSENC:-rope2d}
 [ -x "$BIN" ] || tools/build.sh
 mkdir -p "$OUT"
 RES="$OUT/results.md"
 {
-  echo "# fmnist-dit-s vs fmnist-unet-s, flow matching ($(date -u +%Y-%m-%d), $STEPS steps, batch 64, --threads $THREADS of $(nproc) cores)"
+  echo "# fmnist-dit-s (--posenc $POSENC) vs fmnist-unet-s, flow matching ($(date -u +%Y-%m-%d), $STEPS steps, batch 64, --threads $THREADS of $(nproc) cores)"
   echo
   echo "| preset | parameters | steps/s (mean over the run) | final loss (mean of last 10% of steps) | seconds for $SAMPLES samples (Heun, 35 NFE) | samples |"
   echo "|---|---|---|---|---|---|"
@@ -29,7 +31,8 @@ for p in fmnist-dit-s fmnist-unet-s; do
   d="$OUT/${p%-s}"; d="${d/fmnist-/}"
   rm -rf "$d"
   t0=$(date +%s.%N)
-  "$BIN" train --preset "$p" --method fm --steps "$STEPS" --batch 64 --samples 0 --threads "$THREADS" --out "$d" 2>"$d.log" \
+  pe=(); [ "$p" = fmnist-dit-s ] && pe=(--posenc "$POSENC")
+  "$BIN" train --preset "$p" "${pe[@]}" --method fm --steps "$STEPS" --batch 64 --samples 0 --threads "$THREADS" --out "$d" 2>"$d.log" \
     || { cat "$d.log"; exit 1; }
   t1=$(date +%s.%N)
   line=$("$BIN" sample --ckpt "$d/model.safetensors" --sampler heun --steps 18 -n "$SAMPLES" --threads "$THREADS" -o "$d/samples.png")
