@@ -22,7 +22,7 @@
 
 static const char *TRAIN_USAGE =
     "usage: difflow train [--data fashion-mnist|moons|8gaussians|checkerboard] [--method fm|edm|vp|subvp|ve|ddpm|nice|realnvp|glow|cnf]\n"
-    "                     [--preset toy-mlp|fmnist-unet-s|fmnist-dit-s] [--pred eps|x0|v|velocity|edm] [--ot] [--ddpm-schedule linear|cosine]\n"
+    "                     [--preset toy-mlp|fmnist-unet-s|fmnist-dit-s [--posenc rope2d|sincos|none]] [--pred eps|x0|v|velocity|edm] [--ot] [--ddpm-schedule linear|cosine]\n"
     "                     [flow flags] [--steps N] [--batch B] [--lr X] [--seed S] [--out runs/NAME] [--resume] ...\n"
     "\n"
     "Trains a generative model and writes runs/NAME/: model.safetensors (EMA weights, config in its\n"
