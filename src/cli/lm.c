@@ -658,13 +658,14 @@ static int lm_eval(int argc, char **argv)
         goto out;
     }
     printf("# posenc %s", dfl_posenc_name(c->posenc));
-    if (dfl_posenc_uses_rope(c->posenc))
+    if (dfl_posenc_uses_rope(c->posenc)) {
         printf(" (%s, rotary dim %d, theta %g, scaling %s x%g", dfl_lm_rope_layout_name(c->rope.layout),
                c->rope.rot_dim ? c->rope.rot_dim : c->dim / c->heads, c->rope.theta, dfl_lm_rope_scaling_name(c->rope.scaling),
                c->rope.factor);
-    if (dfl_posenc_uses_rope(c->posenc) && c->rope.scaling == DFL_ROPE_SCALE_YARN)
-        printf(", alpha %g, beta %g, original context %d", c->rope.yarn_alpha, c->rope.yarn_beta, c->rope.orig_ctx);
-    if (dfl_posenc_uses_rope(c->posenc)) printf(")");
+        if (c->rope.scaling == DFL_ROPE_SCALE_YARN)
+            printf(", alpha %g, beta %g, original context %d", c->rope.yarn_alpha, c->rope.yarn_beta, c->rope.orig_ctx);
+        printf(")");
+    }
     printf("; trained context %d; validation bytes [%zu, %zu) of %s; %zu bytes scored per length; non-overlapping windows\n",
            c->context, ntrain, ntrain + nval, text_name(use), nval - 1);
     printf("%-8s %-6s %s\n", "length", "ratio", "bits/byte");
