@@ -1,0 +1,393 @@
+#define _DEFAULT_SOURCE /* shmget/shmat (XSI) next to the project-wide _POSIX_C_SOURCE */
+#include "x11.h"
+
+#include <X11/XKBlib.h>
+#include <X11/Xlib.h>
+#include <X11/Xutil.h>
+#include <X11/extensions/XShm.h>
+#include <X11/extensions/XTest.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ipc.h>
+#include <sys/shm.h>
+
+#include "util.h"
+
+#define SCRATCH_MAX 32
+
+struct tars_x11 {
+  Display *dpy;
+  int screen;
+  Window root;
+  int w, h;
+  int shm_ok, used_shm;
+  int min_kc, max_kc;
+  /* scratch keycodes (all keysyms NoSymbol at open) and the keysym each is bound to now */
+  KeyCode scratch[SCRATCH_MAX];
+  KeySym bound[SCRATCH_MAX];
+  unsigned long stamp[SCRATCH_MAX], clock;
+  int nscratch, any_bound;
+};
+
+static int x_error_code;
+static int on_x_error(Display *d, XErrorEvent *e) {
+  (void)d;
+  x_error_code = e->error_code;
+  return 0;
+}
+
+tars_x11 *tars_x11_open(const char *display_name, char *err, int errlen) {
+  const char *name = display_name ? display_name : getenv("DISPLAY");
+  if (!name || !*name) {
+    snprintf(err, errlen, "no X display: DISPLAY is not set (tars drives an X11 session; use --dry-run --image FILE to run without one)");
+    return NULL;
+  }
+  Display *dpy = XOpenDisplay(name);
+  if (!dpy) {
+    snprintf(err, errlen, "cannot open X display \"%s\"", name);
+    return NULL;
+  }
+  int ev, er, maj, min;
+  if (!XTestQueryExtension(dpy, &ev, &er, &maj, &min)) {
+    snprintf(err, errlen, "X display \"%s\" has no XTEST extension", name);
+    XCloseDisplay(dpy);
+    return NULL;
+  }
+  tars_x11 *x = calloc(1, sizeof *x);
+  if (!x) {
+    XCloseDisplay(dpy);
+    snprintf(err, errlen, "out of memory");
+    return NULL;
+  }
+  x->dpy = dpy;
+  x->screen = DefaultScreen(dpy);
+  x->root = RootWindow(dpy, x->screen);
+  x->w = DisplayWidth(dpy, x->screen);
+  x->h = DisplayHeight(dpy, x->screen);
+  const char *noshm = getenv("TARS_NO_SHM");
+  x->shm_ok = XShmQueryExtension(dpy) && !(noshm && *noshm && strcmp(noshm, "0"));
+  XDisplayKeycodes(dpy, &x->min_kc, &x->max_kc);
+  int per = 0, count = x->max_kc - x->min_kc + 1;
+  KeySym *map = XGetKeyboardMapping(dpy, (KeyCode)x->min_kc, count, &per);
+  /* spare keycodes from the top down (the low ones are the physical keys) */
+  for (int kc = x->max_kc; map && kc >= x->min_kc && x->nscratch < SCRATCH_MAX; kc--) {
+    int empty = 1;
+    for (int j = 0; j < per; j++)
+      if (map[(kc - x->min_kc) * per + j] != NoSymbol) empty = 0;
+    if (empty) x->scratch[x->nscratch++] = (KeyCode)kc;
+  }
+  if (map) XFree(map);
+  XSetErrorHandler(on_x_error);
+  return x;
+}
+
+void tars_x11_close(tars_x11 *x) {
+  if (!x) return;
+  if (x->any_bound) {
+    /* let clients read the events that used the bindings before they go */
+    XSync(x->dpy, False);
+    tars_sleep_ms(100);
+    for (int i = 0; i < x->nscratch; i++)
+      if (x->bound[i] != NoSymbol) {
+        KeySym none[2] = {NoSymbol, NoSymbol};
+        XChangeKeyboardMapping(x->dpy, x->scratch[i], 2, none, 1);
+      }
+    XSync(x->dpy, False);
+  }
+  XCloseDisplay(x->dpy);
+  free(x);
+}
+
+void tars_x11_size(const tars_x11 *x, int *w, int *h) {
+  *w = x->w;
+  *h = x->h;
+}
+
+int tars_x11_used_shm(const tars_x11 *x) { return x->used_shm; }
+
+static int mask_shift(unsigned long m) {
+  int s = 0;
+  if (!m) return 0;
+  while (!(m & 1)) m >>= 1, s++;
+  return s;
+}
+
+static int mask_bits(unsigned long m) {
+  int n = 0;
+  for (; m; m >>= 1) n += (int)(m & 1);
+  return n;
+}
+
+static unsigned char channel(unsigned long px, unsigned long mask) {
+  int s = mask_shift(mask), b = mask_bits(mask);
+  if (!b) return 0;
+  unsigned long v = (px & mask) >> s, max = (1UL << b) - 1;
+  return (unsigned char)((v * 255 + max / 2) / max);
+}
+
+static int convert(XImage *img, tars_image *out) {
+  if (tars_image_alloc(out, img->width, img->height)) return -1;
+  int fast = img->bits_per_pixel == 32 && img->byte_order == LSBFirst && img->red_mask == 0xff0000 &&
+             img->green_mask == 0xff00 && img->blue_mask == 0xff;
+  for (int y = 0; y < img->height; y++) {
+    unsigned char *o = out->rgb + (size_t)y * (size_t)img->width * 3;
+    if (fast) {
+      const unsigned char *r = (const unsigned char *)img->data + (size_t)y * (size_t)img->bytes_per_line;
+      for (int xx = 0; xx < img->width; xx++, r += 4, o += 3) {
+        o[0] = r[2];
+        o[1] = r[1];
+        o[2] = r[0];
+      }
+    } else {
+      for (int xx = 0; xx < img->width; xx++, o += 3) {
+        unsigned long px = XGetPixel(img, xx, y);
+        o[0] = channel(px, img->red_mask);
+        o[1] = channel(px, img->green_mask);
+        o[2] = channel(px, img->blue_mask);
+      }
+    }
+  }
+  return 0;
+}
+
+static int capture_shm(tars_x11 *x, tars_image *out) {
+  XShmSegmentInfo si;
+  memset(&si, 0, sizeof si);
+  Visual *vis = DefaultVisual(x->dpy, x->screen);
+  XImage *img = XShmCreateImage(x->dpy, vis, (unsigned)DefaultDepth(x->dpy, x->screen), ZPixmap, NULL, &si,
+                                (unsigned)x->w, (unsigned)x->h);
+  if (!img) return -1;
+  si.shmid = shmget(IPC_PRIVATE, (size_t)img->bytes_per_line * (size_t)img->height, IPC_CREAT | 0600);
+  if (si.shmid < 0) {
+    XDestroyImage(img);
+    return -1;
+  }
+  si.shmaddr = img->data = shmat(si.shmid, NULL, 0);
+  if (si.shmaddr == (char *)-1) {
+    shmctl(si.shmid, IPC_RMID, NULL);
+    img->data = NULL;
+    XDestroyImage(img);
+    return -1;
+  }
+  si.readOnly = False;
+  x_error_code = 0;
+  int rc = -1;
+  if (XShmAttach(x->dpy, &si)) {
+    XSync(x->dpy, False);
+    shmctl(si.shmid, IPC_RMID, NULL);
+    if (!x_error_code) {
+      if (XShmGetImage(x->dpy, x->root, img, 0, 0, AllPlanes) && !x_error_code) rc = convert(img, out);
+      XShmDetach(x->dpy, &si);
+      XSync(x->dpy, False);
+    }
+  } else {
+    shmctl(si.shmid, IPC_RMID, NULL);
+  }
+  shmdt(si.shmaddr);
+  img->data = NULL;
+  XDestroyImage(img);
+  return rc;
+}
+
+int tars_x11_capture(tars_x11 *x, tars_image *out, char *err, int errlen) {
+  x->used_shm = 0;
+  if (x->shm_ok) {
+    if (capture_shm(x, out) == 0) {
+      x->used_shm = 1;
+      return 0;
+    }
+    x->shm_ok = 0; /* remote display or BadAccess: plain XGetImage from now on */
+  }
+  x_error_code = 0;
+  XImage *img = XGetImage(x->dpy, x->root, 0, 0, (unsigned)x->w, (unsigned)x->h, AllPlanes, ZPixmap);
+  if (!img) {
+    snprintf(err, errlen, "XGetImage of the %dx%d root window failed (X error %d)", x->w, x->h, x_error_code);
+    return -1;
+  }
+  int rc = convert(img, out);
+  XDestroyImage(img);
+  if (rc) snprintf(err, errlen, "out of memory converting the screenshot");
+  return rc;
+}
+
+/* ---------- input ---------- */
+
+static void motion(tars_x11 *x, int px, int py) { XTestFakeMotionEvent(x->dpy, -1, px, py, CurrentTime); }
+
+static void button(tars_x11 *x, unsigned b, int down) { XTestFakeButtonEvent(x->dpy, b, down ? True : False, CurrentTime); }
+
+static void click(tars_x11 *x, unsigned b) {
+  button(x, b, 1);
+  button(x, b, 0);
+}
+
+/* Keycode and Shift need of a keysym in group 0 of the current keymap; binds a scratch keycode when the
+ * keymap lacks it. Returns 0 when there is neither. */
+static KeyCode keycode_for(tars_x11 *x, KeySym ks, int *shift) {
+  *shift = 0;
+  KeyCode kc = XKeysymToKeycode(x->dpy, ks);
+  if (kc) {
+    if (XkbKeycodeToKeysym(x->dpy, kc, 0, 0) == ks) return kc;
+    if (XkbKeycodeToKeysym(x->dpy, kc, 0, 1) == ks) {
+      *shift = 1;
+      return kc;
+    }
+  }
+  if (!x->nscratch) return kc;
+  int slot = -1;
+  for (int i = 0; i < x->nscratch; i++)
+    if (x->bound[i] == ks) slot = i;
+  if (slot < 0) {
+    /* least recently used scratch keycode */
+    slot = 0;
+    for (int i = 1; i < x->nscratch; i++)
+      if (x->stamp[i] < x->stamp[slot]) slot = i;
+    KeySym syms[2] = {ks, ks};
+    XChangeKeyboardMapping(x->dpy, x->scratch[slot], 2, syms, 1);
+    XSync(x->dpy, False);
+    x->bound[slot] = ks;
+    x->any_bound = 1;
+  }
+  x->stamp[slot] = ++x->clock;
+  return x->scratch[slot];
+}
+
+static int key_event(tars_x11 *x, KeySym ks, int down, char *err, int errlen) {
+  int shift;
+  KeyCode kc = keycode_for(x, ks, &shift);
+  if (!kc) {
+    snprintf(err, errlen, "no keycode for keysym 0x%lx", (unsigned long)ks);
+    return -1;
+  }
+  KeyCode sh = shift ? XKeysymToKeycode(x->dpy, XK_Shift_L) : 0;
+  if (down && sh) XTestFakeKeyEvent(x->dpy, sh, True, CurrentTime);
+  XTestFakeKeyEvent(x->dpy, kc, down ? True : False, CurrentTime);
+  if (!down && sh) XTestFakeKeyEvent(x->dpy, sh, False, CurrentTime);
+  return 0;
+}
+
+static int tap(tars_x11 *x, KeySym ks, char *err, int errlen) {
+  if (key_event(x, ks, 1, err, errlen)) return -1;
+  key_event(x, ks, 0, err, errlen);
+  XSync(x->dpy, False);
+  return 0;
+}
+
+static int type_text(tars_x11 *x, const char *s, int enter, char *err, int errlen) {
+  size_t n = strlen(s);
+  for (size_t i = 0; i < n;) {
+    unsigned long cp;
+    int k = tars_utf8_next(s + i, n - i, &cp);
+    if (k < 0) {
+      snprintf(err, errlen, "invalid UTF-8 in the text at byte %zu", i);
+      return -1;
+    }
+    i += (size_t)k;
+    KeySym ks;
+    if (cp == '\n') ks = XK_Return;
+    else if (cp == '\t') ks = XK_Tab;
+    else if (cp < 0x20 || cp == 0x7f) continue; /* other control characters have no key */
+    else if (cp < 0x100) ks = (KeySym)cp;
+    else ks = (KeySym)(0x01000000UL + cp);
+    if (tap(x, ks, err, errlen)) return -1;
+  }
+  if (enter && tap(x, XK_Return, err, errlen)) return -1;
+  return 0;
+}
+
+static void drag(tars_x11 *x, const tars_point *a, const tars_point *b) {
+  motion(x, a->x, a->y);
+  XSync(x->dpy, False);
+  button(x, 1, 1);
+  XSync(x->dpy, False);
+  for (int i = 1; i <= 10; i++) {
+    motion(x, a->x + (b->x - a->x) * i / 10, a->y + (b->y - a->y) * i / 10);
+    XSync(x->dpy, False);
+    tars_sleep_ms(10);
+  }
+  button(x, 1, 0);
+}
+
+int tars_x11_execute(tars_x11 *x, const tars_action *a, char *err, int errlen) {
+  int rc = 0;
+  switch (a->type) {
+    case TARS_CLICK: case TARS_RIGHT_SINGLE: case TARS_MIDDLE_CLICK:
+      motion(x, a->start.x, a->start.y);
+      XSync(x->dpy, False);
+      click(x, a->type == TARS_CLICK ? 1 : a->type == TARS_RIGHT_SINGLE ? 3 : 2);
+      break;
+    case TARS_LEFT_DOUBLE:
+      motion(x, a->start.x, a->start.y);
+      XSync(x->dpy, False);
+      click(x, 1);
+      XSync(x->dpy, False);
+      tars_sleep_ms(80);
+      click(x, 1);
+      break;
+    case TARS_HOVER:
+      motion(x, a->start.x, a->start.y);
+      break;
+    case TARS_DRAG:
+      drag(x, &a->start, &a->end);
+      break;
+    case TARS_LONG_PRESS:
+      motion(x, a->start.x, a->start.y);
+      button(x, 1, 1);
+      XSync(x->dpy, False);
+      tars_sleep_ms(a->time > 0 ? (long)(a->time * 1000) : 1000);
+      button(x, 1, 0);
+      break;
+    case TARS_SCROLL:
+      if (a->direction == TARS_DIR_NONE) { /* 1.0 mobile swipe */
+        drag(x, &a->start, &a->end);
+        break;
+      }
+      if (a->start.has) {
+        motion(x, a->start.x, a->start.y);
+        XSync(x->dpy, False);
+      }
+      for (int i = 0; i < TARS_SCROLL_CLICKS; i++) click(x, 3u + (unsigned)a->direction);
+      break;
+    case TARS_HOTKEY: case TARS_KEY_DOWN: case TARS_KEY_UP: {
+      KeySym ks[TARS_MAX_KEYS];
+      for (int i = 0; i < a->nkeys; i++) {
+        ks[i] = XStringToKeysym(a->keys[i]);
+        if (ks[i] == NoSymbol) {
+          snprintf(err, errlen, "unknown keysym %s", a->keys[i]);
+          return -1;
+        }
+      }
+      if (a->type != TARS_KEY_UP)
+        for (int i = 0; i < a->nkeys && !rc; i++) rc = key_event(x, ks[i], 1, err, errlen);
+      if (a->type != TARS_KEY_DOWN)
+        for (int i = a->nkeys - 1; i >= 0; i--) key_event(x, ks[i], 0, err, errlen);
+      break;
+    }
+    case TARS_TYPE:
+      if (a->start.has) {
+        motion(x, a->start.x, a->start.y);
+        XSync(x->dpy, False);
+        click(x, 1);
+        XSync(x->dpy, False);
+      }
+      rc = type_text(x, a->text ? a->text : "", a->enter, err, errlen);
+      break;
+    case TARS_WAIT: case TARS_FINISHED: case TARS_CALL_USER: case TARS_ERROR_ENV: case TARS_MAX_LOOP:
+    case TARS_USER_STOP:
+      break;
+    default:
+      snprintf(err, errlen, "%s has no X11 counterpart (a mobile or browser action)", tars_action_name(a->type));
+      return -1;
+  }
+  XSync(x->dpy, False);
+  return rc;
+}
+
+int tars_x11_env_capture(void *ctx, tars_image *out, char *err, int errlen) {
+  return tars_x11_capture(ctx, out, err, errlen);
+}
+
+int tars_x11_env_execute(void *ctx, const tars_action *a, char *err, int errlen) {
+  return tars_x11_execute(ctx, a, err, errlen);
+}
