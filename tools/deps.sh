@@ -1,13 +1,13 @@
 #!/usr/bin/env bash
 # Installs the Debian packages difflow needs, only those that are missing.
-# Build: cmake, a C compiler, OpenBLAS (OpenMP build), cJSON, libpng, zlib, cmocka (tests).
+# Build: cmake, a C compiler, OpenBLAS (OpenMP build), oneDNN (dnnl_sgemm; optional for the build), cJSON, libpng, zlib, cmocka (tests).
 # Data: dataset-fashion-mnist (IDX files under /usr/share/datasets/fashion-mnist); fortunes (the
 # default text corpus of difflow lm, /usr/share/games/fortunes).
 # Tests: python3 and python3-venv (test fixtures only; difflow itself never runs Python).
 # tars (UI-TARS runtime): libcurl, Xlib + XTest + Xext (MIT-SHM), OpenSSL (base64); xvfb and xauth for its tests.
 set -euo pipefail
 pkgs=(cmake gcc make pkg-config libopenblas-openmp-dev libcjson-dev libpng-dev zlib1g-dev libcmocka-dev
-      dataset-fashion-mnist fortunes python3 python3-venv
+      libdnnl-dev dataset-fashion-mnist fortunes python3 python3-venv
       libcurl4-openssl-dev libx11-dev libxtst-dev libxext-dev libssl-dev xvfb xauth)
 missing=()
 for p in "${pkgs[@]}"; do

@@ -21,6 +21,24 @@
 extern "C" {
 #endif
 
+/* ================================================================ GEMM (gemm.c) */
+
+/* C = alpha op(A) op(B) + beta C, row-major (cblas_sgemm's CblasRowMajor semantics):
+ * op(A) (M, K) is A (M, K) with leading dimension lda, or A^T for A (K, M) when transa;
+ * op(B) (K, N) is B (K, N) with ldb, or B^T for B (N, K) when transb; C (M, N) with ldc.
+ * beta == 0 ignores C's old contents. oneDNN's dnnl_sgemm when built with it (DFL_HAVE_DNNL),
+ * else cblas_sgemm; products under 4 MFLOP run on one thread. Safe inside OpenMP regions
+ * (single-threaded there). */
+void dfl_k_sgemm(int transa, int transb, int M, int N, int K, float alpha, const float *A, int lda,
+                 const float *B, int ldb, float beta, float *C, int ldc);
+/* Naive reference of dfl_k_sgemm (double accumulation, no threads), same arguments. */
+void dfl_k_sgemm_ref(int transa, int transb, int M, int N, int K, float alpha, const float *A, int lda,
+                     const float *B, int ldb, float beta, float *C, int ldc);
+/* Backend of dfl_k_sgemm: 1 oneDNN, 0 BLAS; which < 0 only queries. Without oneDNN compiled in it
+ * stays 0. Returns the previous value. For tests and benchmarks; not thread-safe against
+ * concurrent GEMMs. */
+int dfl_k_sgemm_backend(int which);
+
 /* ================================================================ linear (ops_linear.c) */
 
 /* y = x W^T + b (PyTorch nn.Linear).

@@ -7,7 +7,7 @@
  *   with 8-float (AVX2) vectors; AVX-512 builds use 16-float vectors (about 1.6-2x faster again
  *   on Zen 5, bench/conv_micro.c, 1 thread).
  *
- * - im2col + cblas_sgemm (OpenBLAS) for every other shape. The output columns (N images x Ho*Wo
+ * - im2col + GEMM (dfl_k_sgemm: oneDNN or OpenBLAS) for every other shape. The output columns (N images x Ho*Wo
  *   positions) are cut into "units": a block of output rows of one image, or a group of whole
  *   small images, sized so the unit's im2col block (C k k rows) stays around 256 KiB (L2) while
  *   the GEMM stays at least MIN_COLS columns wide; Y_unit (O, cols) = W (O, Ckk) col. For
@@ -33,7 +33,6 @@
 #include "difflow/kernels.h"
 #include "difflow/ops.h"
 
-#include <cblas.h>
 #include <omp.h>
 #include <string.h>
 
@@ -246,13 +245,11 @@ static void unit_fwd(const conv_plan *p, int u, const float *x, const float *wm,
             }
             beta = 1.0f;
         }
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, p->O, cols, p->K, 1.0f, wm, p->K,
-                    B, ldb, beta, Y, p->HWo);
+        dfl_k_sgemm(0, 0, p->O, cols, p->K, 1.0f, wm, p->K, B, ldb, beta, Y, p->HWo);
         return;
     }
     int cols = (n1 - n0) * p->HWo;
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, p->O, cols, p->K, 1.0f, wm, p->K, B,
-                ldb, 0.0f, tmp, cols);
+    dfl_k_sgemm(0, 0, p->O, cols, p->K, 1.0f, wm, p->K, B, ldb, 0.0f, tmp, cols);
     for (int n = n0; n < n1; n++) {
         for (int o = 0; o < p->O; o++) {
             const float *s = tmp + (size_t)o * cols + (size_t)(n - n0) * p->HWo;
@@ -318,8 +315,7 @@ static void unit_dw(const conv_plan *p, int u, const float *x, const float *dy, 
     }
     if (!dwp) return;
     const float *B = unit_cols(p, x, n0, n1, r0, r1, col, &ldb);
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, p->O, p->K, cols, 1.0f, A, lda, B, ldb,
-                1.0f, dwp, p->K);
+    dfl_k_sgemm(0, 1, p->O, p->K, cols, 1.0f, A, lda, B, ldb, 1.0f, dwp, p->K);
 }
 
 

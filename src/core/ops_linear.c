@@ -1,11 +1,10 @@
 /* Linear layer y = x W^T + b (PyTorch nn.Linear layout), DESIGN section 3 "Kernels".
  *
- * Forward and backward are one cblas_sgemm each over the whole batch (rows of x), called outside
- * any parallel region so the OpenMP build of OpenBLAS threads them itself. */
+ * Forward and backward are one GEMM each (dfl_k_sgemm: oneDNN or OpenBLAS) over the whole batch
+ * (rows of x), called outside any parallel region so the GEMM threads itself. */
 #include "difflow/kernels.h"
 #include "difflow/ops.h"
 
-#include <cblas.h>
 
 void dfl_k_linear_fwd(const float *x, const float *w, const float *b, float *y, int M, int K, int N)
 {
@@ -17,7 +16,7 @@ void dfl_k_linear_fwd(const float *x, const float *w, const float *b, float *y, 
         }
         beta = 1.0f;
     }
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, M, N, K, 1.0f, x, K, w, K, beta, y, N);
+    dfl_k_sgemm(0, 1, M, N, K, 1.0f, x, K, w, K, beta, y, N);
 }
 
 void dfl_k_linear_bwd(const float *x, const float *w, const float *dy, float *dx, float *dw,
@@ -25,12 +24,10 @@ void dfl_k_linear_bwd(const float *x, const float *w, const float *dy, float *dx
 {
     /* dx (M,K) += dy (M,N) W (N,K) */
     if (dx)
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, M, K, N, 1.0f, dy, N, w, K, 1.0f,
-                    dx, K);
+        dfl_k_sgemm(0, 0, M, K, N, 1.0f, dy, N, w, K, 1.0f, dx, K);
     /* dW (N,K) += dy^T (N,M) x (M,K) */
     if (dw)
-        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, N, K, M, 1.0f, dy, N, x, K, 1.0f, dw,
-                    K);
+        dfl_k_sgemm(1, 0, N, K, M, 1.0f, dy, N, x, K, 1.0f, dw, K);
     if (db) {
         for (int m = 0; m < M; m++) {
             const float *g = dy + (size_t)m * N;
