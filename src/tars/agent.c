@@ -248,6 +248,11 @@ tars_status tars_agent_run(const tars_agent_cfg *cfg, const tars_env *env, volat
       tars_describe_action(&r.actions[i], out);
     }
     fflush(out);
+    for (int i = 0; i < r.n && env->execute && env->can_execute && st == TARS_ST_RUNNING; i++)
+      if (env->can_execute(env->ctx, &r.actions[i], e, sizeof e)) {
+        snprintf(err, errlen, "nothing performed: %s", e);
+        st = TARS_ST_ERROR;
+      }
     for (int i = 0; i < r.n && st == TARS_ST_RUNNING; i++) {
       const tars_action *a = &r.actions[i];
       if (stop && *stop) {

@@ -22,6 +22,9 @@ typedef struct {
   /* Performs one parsed action (screen coordinates already mapped); NULL in a dry run. Returns 0, or -1 with
    * err (the loop then stops with status error). */
   int (*execute)(void *ctx, const tars_action *a, char *err, int errlen);
+  /* Whether execute can perform an action (0) or not (-1 with err); may be NULL. Every action of a reply is
+   * checked before the first one is performed, so a reply with an impossible action performs nothing. */
+  int (*can_execute)(void *ctx, const tars_action *a, char *err, int errlen);
   void *ctx;
 } tars_env;
 

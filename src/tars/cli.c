@@ -322,9 +322,15 @@ int tars_cmd_do(int argc, char **argv) {
     fprintf(stderr, "tars do: parse error: %s\n", err);
   } else {
     rc = 0;
-    for (int i = 0; i < r.n && !rc; i++) {
-      tars_describe_action(&r.actions[i], stdout);
-      if (!dry && tars_x11_execute(x, &r.actions[i], err, sizeof err)) {
+    for (int i = 0; i < r.n; i++) tars_describe_action(&r.actions[i], stdout);
+    fflush(stdout);
+    for (int i = 0; i < r.n && !rc && !dry; i++)
+      if (tars_x11_can_execute(&r.actions[i], err, sizeof err)) {
+        fprintf(stderr, "tars do: nothing performed: %s\n", err);
+        rc = 1;
+      }
+    for (int i = 0; i < r.n && !rc && !dry; i++) {
+      if (tars_x11_execute(x, &r.actions[i], err, sizeof err)) {
         fprintf(stderr, "tars do: %s: %s\n", tars_action_name(r.actions[i].type), err);
         rc = 1;
       }
@@ -453,6 +459,7 @@ int tars_cmd_run(int argc, char **argv) {
     }
     env.capture = tars_x11_env_capture;
     env.execute = dry ? NULL : tars_x11_env_execute;
+    env.can_execute = tars_x11_env_can_execute;
     env.ctx = x;
   }
   struct sigaction sa;

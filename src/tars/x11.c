@@ -309,8 +309,19 @@ static void drag(tars_x11 *x, const tars_point *a, const tars_point *b) {
   button(x, 1, 0);
 }
 
+int tars_x11_can_execute(const tars_action *a, char *err, int errlen) {
+  switch (a->type) {
+    case TARS_OPEN_APP: case TARS_PRESS_HOME: case TARS_PRESS_BACK: case TARS_NAVIGATE: case TARS_NAVIGATE_BACK:
+      snprintf(err, errlen, "%s has no X11 counterpart (a mobile or browser action)", tars_action_name(a->type));
+      return -1;
+    default:
+      return 0;
+  }
+}
+
 int tars_x11_execute(tars_x11 *x, const tars_action *a, char *err, int errlen) {
   int rc = 0;
+  if (tars_x11_can_execute(a, err, errlen)) return -1;
   switch (a->type) {
     case TARS_CLICK: case TARS_RIGHT_SINGLE: case TARS_MIDDLE_CLICK:
       motion(x, a->start.x, a->start.y);
@@ -377,7 +388,6 @@ int tars_x11_execute(tars_x11 *x, const tars_action *a, char *err, int errlen) {
     case TARS_USER_STOP:
       break;
     default:
-      snprintf(err, errlen, "%s has no X11 counterpart (a mobile or browser action)", tars_action_name(a->type));
       return -1;
   }
   XSync(x->dpy, False);
@@ -386,6 +396,11 @@ int tars_x11_execute(tars_x11 *x, const tars_action *a, char *err, int errlen) {
 
 int tars_x11_env_capture(void *ctx, tars_image *out, char *err, int errlen) {
   return tars_x11_capture(ctx, out, err, errlen);
+}
+
+int tars_x11_env_can_execute(void *ctx, const tars_action *a, char *err, int errlen) {
+  (void)ctx;
+  return tars_x11_can_execute(a, err, errlen);
 }
 
 int tars_x11_env_execute(void *ctx, const tars_action *a, char *err, int errlen) {

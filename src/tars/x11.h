@@ -35,7 +35,12 @@ int tars_x11_used_shm(const tars_x11 *x);
  * navigate_back) return -1 with err: X11 has no counterpart. Returns 0, or -1 with err. */
 int tars_x11_execute(tars_x11 *x, const tars_action *a, char *err, int errlen);
 
-/* The executor and capture with the signatures of tars_env (ctx = tars_x11 *). */
+/* Whether tars_x11_execute can perform a (0), or -1 with err naming the action X11 has no counterpart for
+ * (open_app, press_home, press_back, navigate, navigate_back). Needs no display. */
+int tars_x11_can_execute(const tars_action *a, char *err, int errlen);
+
+/* The executor, its check and capture with the signatures of tars_env (ctx = tars_x11 *). */
+int tars_x11_env_can_execute(void *ctx, const tars_action *a, char *err, int errlen);
 int tars_x11_env_capture(void *ctx, tars_image *out, char *err, int errlen);
 int tars_x11_env_execute(void *ctx, const tars_action *a, char *err, int errlen);
 
