@@ -78,18 +78,21 @@ dfl_status dfl_flow_kind_parse(const char *name, dfl_flow_kind *k);
 const char *dfl_flow_kind_name(dfl_flow_kind k);
 
 /* Defaults of a kind for data of shape (channels, height, width) (height = width = 0: vectors).
+ * Every image preset starts with the dequantization layer (dequant_bits 8: data x = v + u in
+ * [0, 256)); vectors have none (dequant_bits 0).
  *   nice     vectors: 8 additive couplings, MLP 3 x 128 ReLU, scaling layer, logistic base.
  *            images:  4 additive couplings, MLP 5 x 1000 ReLU (NICE paper, MNIST), scaling layer,
- *                     logistic base, no logit preprocessing (the flow models [-1, 1) directly).
+ *                     logistic base, no logit preprocessing (the couplings see [-1, 1) directly).
  *   realnvp  vectors: 8 affine couplings, alternating halves, MLP 2 x 128 (net_width x depth), normal base.
  *            images:  logit alpha 0.05, 2 scales, ResNet coupling nets of 2 blocks, net_width 16
  *                     (doubling per scale), normal base (1x28x28: 214,799 parameters; scale 0 =
  *                     3 checkerboard couplings at 28x28x1, squeeze, 3 channel couplings at
  *                     14x14x4, split; scale 1 = 4 checkerboard couplings at 14x14x2).
- *   glow     vectors: 8 steps (ActNorm, LU 1x1 "conv" = DxD linear, affine coupling MLP 2 x 64).
- *            images:  logit alpha 0.05, L = 2 levels of K = 8 steps, net_width 128, LU, affine
- *                     (1x28x28: squeeze to 14x14x4, 8 steps, split, squeeze to 7x7x8, 8 steps;
- *                     433,868 parameters).
+ *   glow     vectors: 8 steps (ActNorm, LU 1x1 "conv" = DxD linear, affine coupling MLP 2 x 64),
+ *                     no learned top prior.
+ *            images:  logit alpha 0.05, L = 2 levels of K = 8 steps, net_width 128, LU, affine,
+ *                     learned top prior (1x28x28: squeeze to 14x14x4, 8 steps, split, squeeze to
+ *                     7x7x8, 8 steps, top prior on 7x7x8; 434,652 parameters).
  *            (NICE 1x28x28: 19,158,352 parameters.)
  * DFL_ERR_ARG for an unknown kind or bad shape. */
 dfl_status dfl_flow_preset(dfl_flow_kind k, int channels, int height, int width, dfl_flow_cfg *cfg);
@@ -124,14 +127,16 @@ dfl_status dfl_flow_data_init(dfl_ctx *ctx, dfl_flow *f, dfl_tensor *x);
 /* 1 once dfl_flow_data_init ran (or a checkpoint with the flag set was loaded), else 0. */
 int dfl_flow_initialized(const dfl_flow *f);
 
-/* log p(x) in nats per sample: x (N, D) or (N, C, H, W) -> (N). Differentiable (records on the
- * tape when grad is enabled). NULL + message on failure: a non-finite log-det or latent fails with
+/* log p(x) in nats per sample: x (N, D) or (N, C, H, W) -> (N); for an image flow with
+ * dequant_bits k a density over x in [0, 2^k)^D, so bits/dim = -log p / (D ln 2) (flows.md 1.2).
+ * Differentiable (records on the tape when grad is enabled). NULL + message on failure: a non-finite log-det or latent fails with
  * DFL_ERR_NUMERIC naming the layer ("glow.1.3.invconv: log-det is nan"), a singular or
  * near-singular 1x1 conv likewise; DFL_ERR_SHAPE for a wrong input shape. */
 dfl_tensor *dfl_flow_log_prob(dfl_ctx *ctx, dfl_flow *f, dfl_tensor *x);
 
 /* n samples at temperature T (z ~ base scaled by T; factored-out priors at the same T),
- * written to x (n * D floats, row-major, data space: (n, D) or (n, C, H, W)). Draws only from
+ * written to x (n * D floats, row-major, data space: (n, D) or (n, C, H, W); images in
+ * [0, 2^k) when dequant_bits = k, continuous: quantize with floor to get pixel values). Draws only from
  * rng, one base value per latent entry in order (logistic: from uniforms, redrawing an exact 0).
  * ctx is unused (may be NULL): the inverse passes run without gradients in a private context,
  * 256 samples at a time, so the caller's ctx, its tape and its grad mode are left untouched.
