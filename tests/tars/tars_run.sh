@@ -144,6 +144,24 @@ check sig_rc 130 "$rc"
 check sig_status "status: user_stopped" "$(tail -1 "$W/out")"
 check sig_fast 1 "$([ $ms -lt 2000 ] && echo 1 || echo "$ms ms")"
 
+# 11b. Ctrl-C while the model call is in flight: the transfer is abandoned, status user_stopped
+start_server sig2 '[{"delay":20,"content":"Action: wait()"}]'
+$T "${RUN[@]}" --base-url "$URL" "$TASK" >"$W/out" 2>"$W/err" &
+TP=$!
+for _ in $(seq 100); do [ -s "$LOG" ] && break; sleep 0.05; done
+t0=$(date +%s%N)
+kill -INT $TP
+wait $TP; rc=$?
+ms=$(( ($(date +%s%N) - t0) / 1000000 ))
+check sig2 "130 status: user_stopped 1" "$rc $(tail -1 "$W/out") $([ $ms -lt 2000 ] && echo 1 || echo "$ms ms")"
+
+# 11c. a server slower than --timeout
+start_server slow '[{"delay":5,"content":"Action: wait()"}]'
+$T "${RUN[@]}" --base-url "$URL" --timeout 1 --retries 0 "$TASK" >/dev/null 2>"$W/err"; rc=$?
+check timeout_rc 1 "$rc"
+grep -q "^tars run: model call failed: cannot reach $URL/chat/completions: Operation timed out" "$W/err" \
+  && check timeout_err 1 1 || check timeout_err "Operation timed out" "$(cat "$W/err")"
+
 # 12. 1.0: the image is downscaled by linear_resize to --max-pixels, coordinates stay relative to the screen
 start_server v10 '[{"content":"Action: click(start_box='"'"'(500,500)'"'"')\n\nfinished()"}]'
 out=$($T run --model m --dry-run --image "$W/vga.png" --interval-ms 0 --model-version 1.0 --max-pixels 100000 \

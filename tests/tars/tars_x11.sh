@@ -130,6 +130,21 @@ key_release Return
 key_press b
 key_release b" "type(content='a\\nb')"
 
+act long_press "motion 128 80
+press 1 128 80
+release 1 128 80" --model-version 1.0 "long_press(start_box='(100,100)', time='0.2')"
+# type with a start_box clicks there first (P28)
+act type_at "motion 384 320
+press 1 384 320
+release 1 384 320
+key_press x
+key_release x" --model-version 1.0 "type(text='x', start_box='(300,400)')"
+# a 1.0 mobile scroll with two boxes is a swipe (drag)
+act swipe "motion 640 400
+press 1 640 400
+$(for y in 392 384 376 368 360 352 344 336 328 320; do echo "motion 640 $y"; done)
+release 1 640 320" --model-version 1.0 "scroll(start_box='(500,500)', end_box='(500,400)')"
+
 # garbage and actions X11 cannot do: one clear line, non-zero exit, no events
 before=$(wc -l <"$LOG")
 out=$("$T" do "click(start_box='=')" 2>&1); rc=$?

@@ -414,11 +414,61 @@ static void test_key_names(void **state) {
   tars_reply_free(&r);
 }
 
+/* Every prefix of every vector, and each with one byte replaced by a quote, bracket or backslash: the parser
+ * either succeeds with at least one action whose points lie on the screen, or fails with a message and no
+ * actions (run under ASan/UBSan in development: no out-of-bounds read on truncated input). */
+static void test_truncated_and_mutated(void **state) {
+  (void)state;
+  static const char MUT[] = "'\"()[]\\=,<>\n";
+  int ok = 0, bad = 0;
+  for (size_t i = 0; i < sizeof VECS / sizeof VECS[0]; i++) {
+    tars_space sp;
+    assert_int_equal(tars_space_init(&sp, VECS[i].version, VECS[i].width, VECS[i].height, 78400, 12845056, NULL, 0), 0);
+    size_t n = strlen(VECS[i].reply);
+    char *buf = malloc(n + 1);
+    for (size_t cut = 0; cut <= n; cut++) {
+      for (size_t m = 0; m <= sizeof MUT - 1; m++) {
+        memcpy(buf, VECS[i].reply, n + 1);
+        if (m < sizeof MUT - 1) {
+          if (cut == n) continue;
+          buf[cut] = MUT[m]; /* mutate instead of cutting */
+        } else {
+          buf[cut] = 0;
+        }
+        tars_reply r;
+        char err[300] = "";
+        if (tars_parse_reply(buf, &sp, &r, err, sizeof err) == 0) {
+          assert_true(r.n > 0);
+          for (int k = 0; k < r.n; k++) {
+            const tars_point *pts[2] = {&r.actions[k].start, &r.actions[k].end};
+            for (int j = 0; j < 2; j++)
+              if (pts[j]->has) {
+                assert_true(pts[j]->x >= 0 && pts[j]->x < sp.width);
+                assert_true(pts[j]->y >= 0 && pts[j]->y < sp.height);
+              }
+          }
+          tars_reply_free(&r);
+          ok++;
+        } else {
+          assert_true(strlen(err) > 0);
+          assert_int_equal(r.n, 0);
+          bad++;
+        }
+      }
+    }
+    free(buf);
+  }
+  /* both outcomes occur many times */
+  assert_true(ok > 1000);
+  assert_true(bad > 1000);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_vectors),     cmocka_unit_test(test_errors),     cmocka_unit_test(test_fractions),
       cmocka_unit_test(test_zero_is_a_coordinate), cmocka_unit_test(test_py_escapes),
       cmocka_unit_test(test_type_content), cmocka_unit_test(test_key_names),
+      cmocka_unit_test(test_truncated_and_mutated),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
