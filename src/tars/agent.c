@@ -227,6 +227,12 @@ tars_status tars_agent_run(const tars_agent_cfg *cfg, const tars_env *env, volat
       st = (stop && *stop) ? TARS_ST_USER_STOPPED : TARS_ST_ERROR;
       break;
     }
+    /* history keeps the reply in the box-token form (a failed rewrite keeps it verbatim) */
+    char *tok = tars_add_box_tokens(reply);
+    if (tok) {
+      free(reply);
+      reply = tok;
+    }
     h.replies[h.n++] = reply;
     h.images[h.n] = NULL;
     fprintf(out, "step %d\n", step + 1);

@@ -757,6 +757,38 @@ void tars_reply_free(tars_reply *r) {
   memset(r, 0, sizeof *r);
 }
 
+char *tars_add_box_tokens(const char *reply) {
+  size_t mlen;
+  const char *first = NULL;
+  const char *marker = find_action_marker(reply, &mlen, &first);
+  tars_buf b = {0};
+  if (tars_buf_add(&b, "", 0)) return NULL;
+  const char *p = reply, *from = marker ? marker + mlen : reply; /* no marker: the whole reply is the action */
+  if (tars_buf_add(&b, p, (size_t)(from - p))) goto fail;
+  for (p = from; *p;) {
+    size_t kl = !strncmp(p, "start_box='(", 12) ? 12 : !strncmp(p, "end_box='(", 10) ? 10 : 0;
+    if (kl && (p == from || !is_ident(p[-1]))) {
+      const char *q = p + kl;
+      size_t d1 = strspn(q, "0123456789");
+      size_t d2 = d1 && q[d1] == ',' ? strspn(q + d1 + 1, "0123456789") : 0;
+      if (d2 && !strncmp(q + d1 + 1 + d2, ")'", 2)) {
+        const char *close = q + d1 + 1 + d2; /* the ')' */
+        if (tars_buf_add(&b, p, kl - 1) || tars_buf_adds(&b, "<|box_start|>") ||
+            tars_buf_add(&b, q - 1, (size_t)(close - q) + 2) || tars_buf_adds(&b, "<|box_end|>"))
+          goto fail;
+        p = close + 1;
+        continue;
+      }
+    }
+    if (tars_buf_add(&b, p, 1)) goto fail;
+    p++;
+  }
+  return b.data;
+fail:
+  tars_buf_free(&b);
+  return NULL;
+}
+
 /* ---------- JSON ---------- */
 
 static cJSON *num3(double v) {

@@ -89,6 +89,13 @@ int tars_map_point(tars_point *p, const tars_space *sp, char *err, int errlen);
  * NULL (bad \x/\u escape or allocation failure). */
 char *tars_decode_py_string(const char *s, size_t n);
 
+/* The history form of a past reply: in the text after the last Action: marker, every start_box='(x,y)' and
+ * end_box='(x,y)' (no spaces, integers, no box tokens yet) becomes start_box='<|box_start|>(x,y)<|box_end|>',
+ * the form the models were trained on when the server strips special tokens from replies. Other text is
+ * unchanged. Source: UI-TARS codes add_box_token, used by OSWorld's 1.5 agent on its history
+ * (reference/uitars.md 2.8). Returns a malloc'ed string or NULL. */
+char *tars_add_box_tokens(const char *reply);
+
 /* The canonical action name ("click", "left_double", ...). */
 const char *tars_action_name(tars_action_type t);
 /* The direction's name ("up", ...), "" for none. */

@@ -62,7 +62,8 @@ status: end
 answer: listed" "$out"
 check fin_requests 2 "$(nreq "$LOG")"
 check fin_layout1 "True s,u,i [[1920, 1080]]" "$(field "$LOG" 0 'e["ok"], e["roles"], e["images"]')"
-check fin_layout2 'True s,u,i,a,i ["Thought: open it\nAction: click(start_box='"'(100,200)'"')"]' \
+# the history reply gets the box tokens back (add_box_token)
+check fin_layout2 'True s,u,i,a,i ["Thought: open it\nAction: click(start_box='"'<|box_start|>(100,200)<|box_end|>'"')"]' \
   "$(field "$LOG" 1 'e["ok"], e["roles"], json.dumps(e["assistant"])')"
 check fin_params "0 0.7 1000 ui-tars-1.5-7b /v1/chat/completions None" \
   "$(field "$LOG" 0 'e["temperature"], e["top_p"], e["max_tokens"], e["model"], e["path"], e["auth"]')"

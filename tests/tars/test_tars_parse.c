@@ -463,12 +463,41 @@ static void test_truncated_and_mutated(void **state) {
   assert_true(bad > 1000);
 }
 
+static void test_add_box_tokens(void **state) {
+  (void)state;
+  const char *in[] = {
+      "Thought: (1,2) stays\nAction: click(start_box='(100,200)')",
+      "Action: drag(start_box='(1,2)', end_box='(30,40)')",
+      "Action: click(start_box='<|box_start|>(1,2)<|box_end|>')",
+      "Action: click(start_box='(100, 200)')",
+      "Action: click(start_box='(1,2,3,4)')",
+      "Action: type(content='start_box=\\'(1,2)\\'')",
+      "Action: click(mystart_box='(1,2)')",
+      "no marker click(start_box='(5,6)')",
+  };
+  const char *out[] = {
+      "Thought: (1,2) stays\nAction: click(start_box='<|box_start|>(100,200)<|box_end|>')",
+      "Action: drag(start_box='<|box_start|>(1,2)<|box_end|>', end_box='<|box_start|>(30,40)<|box_end|>')",
+      "Action: click(start_box='<|box_start|>(1,2)<|box_end|>')",
+      "Action: click(start_box='(100, 200)')",
+      "Action: click(start_box='(1,2,3,4)')",
+      "Action: type(content='start_box=\\'(1,2)\\'')",
+      "Action: click(mystart_box='(1,2)')",
+      "no marker click(start_box='<|box_start|>(5,6)<|box_end|>')",
+  };
+  for (size_t i = 0; i < sizeof in / sizeof in[0]; i++) {
+    char *t = tars_add_box_tokens(in[i]);
+    if (strcmp(t, out[i])) fail_msg("%s\n got  %s\n want %s", in[i], t, out[i]);
+    free(t);
+  }
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_vectors),     cmocka_unit_test(test_errors),     cmocka_unit_test(test_fractions),
       cmocka_unit_test(test_zero_is_a_coordinate), cmocka_unit_test(test_py_escapes),
       cmocka_unit_test(test_type_content), cmocka_unit_test(test_key_names),
-      cmocka_unit_test(test_truncated_and_mutated),
+      cmocka_unit_test(test_truncated_and_mutated), cmocka_unit_test(test_add_box_tokens),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
