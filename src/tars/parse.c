@@ -668,6 +668,20 @@ int tars_parse_reply(const char *text, const tars_space *sp, tars_reply *out, ch
   if (!body) return -1;
   s = body;
   end = body + strlen(body);
+  /* end-of-turn tokens a server left in the text are dropped */
+  static const char *const EOT[] = {"<|im_end|>", "<|endoftext|>", "</s>"};
+  for (int again = 1; again;) {
+    again = 0;
+    for (size_t k = 0; k < sizeof EOT / sizeof EOT[0]; k++) {
+      size_t l = strlen(EOT[k]);
+      if ((size_t)(end - s) >= l && !strncmp(end - l, EOT[k], l)) {
+        end -= l;
+        while (end > s && isspace((unsigned char)end[-1])) end--;
+        *(char *)end = 0;
+        again = 1;
+      }
+    }
+  }
   /* a leading <think>...</think> block is ignored */
   if (!strncmp(s, "<think>", 7)) {
     const char *c = strstr(s, "</think>");

@@ -389,6 +389,22 @@ static void test_type_content(void **state) {
   tars_reply_free(&r);
 }
 
+static void test_end_tokens(void **state) {
+  (void)state;
+  tars_reply r;
+  char err[200];
+  assert_int_equal(tars_parse_reply("Thought: t\nAction: finished(content='ok')<|im_end|>\n<|endoftext|>", NULL, &r, err,
+                                    sizeof err), 0);
+  assert_int_equal(r.n, 1);
+  assert_string_equal(r.actions[0].text, "ok");
+  assert_string_equal(r.action_text, "finished(content='ok')");
+  tars_reply_free(&r);
+  /* only at the end: elsewhere it is text of the reply */
+  assert_int_equal(tars_parse_reply("Action: type(content='<|im_end|>')", NULL, &r, err, sizeof err), 0);
+  assert_string_equal(r.actions[0].text, "<|im_end|>");
+  tars_reply_free(&r);
+}
+
 static void test_key_names(void **state) {
   (void)state;
   const char *in[] = {"ctrl", "CTRL", "ctrlright", "command", "enter", "\n", "esc", "pgdn", "arrowup", "f1", "F12",
@@ -498,6 +514,7 @@ int main(void) {
       cmocka_unit_test(test_zero_is_a_coordinate), cmocka_unit_test(test_py_escapes),
       cmocka_unit_test(test_type_content), cmocka_unit_test(test_key_names),
       cmocka_unit_test(test_truncated_and_mutated), cmocka_unit_test(test_add_box_tokens),
+      cmocka_unit_test(test_end_tokens),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
