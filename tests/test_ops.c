@@ -260,6 +260,51 @@ static void test_group_norm_kernels(void **state)
     }
 }
 
+/* Fused GroupNorm + SiLU: bit-identical to the two fast kernels in turn (forward and backward), and
+ * close to the naive references. */
+static void test_group_norm_silu_kernels(void **state)
+{
+    (void)state;
+    const int cfg[][4] = {{3, 12, 10, 4}, {2, 8, 1, 2}, {5, 32, 49, 8}, {4, 64, 196, 8}, {1, 6, 7, 1}};
+    for (size_t t = 0; t < sizeof cfg / sizeof cfg[0]; t++) {
+        int N = cfg[t][0], C = cfg[t][1], S = cfg[t][2], G = cfg[t][3];
+        size_t n = (size_t)N * C * S, ng = (size_t)N * G;
+        float *x = rand_buf(n, 2), *gamma = rand_buf(C, 1), *beta = rand_buf(C, 1);
+        for (size_t i = 0; i < n; i++) x[i] += 1.0f;
+        float *y = rand_buf(n, 1), *z = rand_buf(n, 1), *y2 = rand_buf(n, 1), *yr = rand_buf(n, 1);
+        float *mean = rand_buf(ng, 1), *rstd = rand_buf(ng, 1), *mean2 = rand_buf(ng, 1), *rstd2 = rand_buf(ng, 1);
+        dfl_k_group_norm_silu_fwd(x, gamma, beta, y, mean, rstd, N, C, S, G, 1e-5f);
+        dfl_k_group_norm_fwd(x, gamma, beta, z, mean2, rstd2, N, C, S, G, 1e-5f);
+        dfl_k_silu_fwd(z, y2, n);
+        assert_memory_equal(y, y2, n * sizeof(float));
+        assert_memory_equal(mean, mean2, ng * sizeof(float));
+        assert_memory_equal(rstd, rstd2, ng * sizeof(float));
+        dfl_k_group_norm_silu_fwd_ref(x, gamma, beta, yr, mean2, rstd2, N, C, S, G, 1e-5f);
+        CHECK_F("gn+silu y", y, yr, n, 2e-5);
+        /* backward: fused against silu_bwd then group_norm_bwd (fast), and against the references */
+        float *dy = rand_buf(n, 1), *dx = rand_buf(n, GSCALE), *dg = rand_buf(C, GSCALE), *db = rand_buf(C, GSCALE);
+        float *dx2 = copy_buf(dx, n), *dg2 = copy_buf(dg, C), *db2 = copy_buf(db, C);
+        float *dxr = copy_buf(dx, n), *dgr = copy_buf(dg, C), *dbr = copy_buf(db, C);
+        float *work = malloc(dfl_k_group_norm_silu_work_floats(N, C, S) * sizeof(float));
+        dfl_k_group_norm_silu_bwd(x, gamma, beta, mean, rstd, dy, dx, dg, db, N, C, S, G, work);
+        float *dz = calloc(n, sizeof(float));
+        dfl_k_silu_bwd(z, dy, dz, n);
+        dfl_k_group_norm_bwd(x, gamma, mean, rstd, dz, dx2, dg2, db2, N, C, S, G, work);
+        assert_memory_equal(dx, dx2, n * sizeof(float));
+        assert_memory_equal(dg, dg2, C * sizeof(float));
+        assert_memory_equal(db, db2, C * sizeof(float));
+        dfl_k_group_norm_silu_bwd_ref(x, gamma, beta, mean, rstd, dy, dxr, dgr, dbr, N, C, S, G);
+        CHECK_F("gn+silu dx", dx, dxr, n, 1e-4);
+        CHECK_F("gn+silu dgamma", dg, dgr, C, 1e-4);
+        CHECK_F("gn+silu dbeta", db, dbr, C, 1e-4);
+        /* NULL gradients are skipped */
+        dfl_k_group_norm_silu_bwd(x, gamma, beta, mean, rstd, dy, NULL, NULL, db2, N, C, S, G, work);
+        free(x); free(gamma); free(beta); free(y); free(z); free(y2); free(yr); free(mean); free(rstd);
+        free(mean2); free(rstd2); free(dy); free(dx); free(dg); free(db); free(dx2); free(dg2); free(db2);
+        free(dxr); free(dgr); free(dbr); free(work); free(dz);
+    }
+}
+
 static void test_silu_kernels(void **state)
 {
     (void)state;
@@ -659,6 +704,13 @@ static void ref_silu(double *const *in, double *y, const gc_case *c)
     for (size_t i = 0; i < n; i++) y[i] = in[0][i] / (1.0 + exp(-in[0][i]));
 }
 
+static void ref_group_norm_silu(double *const *in, double *y, const gc_case *c)
+{
+    ref_group_norm(in, y, c);
+    size_t n = numel(c->ndim[0], c->shape[0]);
+    for (size_t i = 0; i < n; i++) y[i] = y[i] / (1.0 + exp(-y[i]));
+}
+
 static void pad4c(int nd, const int *sh, int out[4])
 {
     for (int d = 0; d < 4; d++) out[d] = 1;
@@ -764,6 +816,10 @@ static dfl_tensor *op_group_norm(dfl_ctx *x, dfl_tensor **in, const gc_case *c)
 {
     return dfl_group_norm(x, in[0], in[1], in[2], c->ipar[0], c->fpar[0]);
 }
+static dfl_tensor *op_group_norm_silu(dfl_ctx *x, dfl_tensor **in, const gc_case *c)
+{
+    return dfl_group_norm_silu(x, in[0], in[1], in[2], c->ipar[0], c->fpar[0]);
+}
 static dfl_tensor *op_silu(dfl_ctx *x, dfl_tensor **in, const gc_case *c) { (void)c; return dfl_silu(x, in[0]); }
 static dfl_tensor *op_binary(dfl_ctx *x, dfl_tensor **in, const gc_case *c)
 {
@@ -839,6 +895,23 @@ static void test_grad_group_norm(void **state)
     gc_case c4 = {.name = "group_norm (2,4,7) G1 eps 0.1", .nin = 3, .ndim = {3, 1, 1},
                   .shape = {{2, 4, 7}, {4}, {4}}, .param = {0, 1, 1}, .ipar = {1}, .fpar = {0.1f}};
     gradcheck(&c4, op_group_norm, ref_group_norm);
+}
+
+static void test_grad_group_norm_silu(void **state)
+{
+    (void)state;
+    gc_case c1 = {.name = "group_norm_silu (2,6,3,4) G3", .nin = 3, .ndim = {4, 1, 1},
+                  .shape = {{2, 6, 3, 4}, {6}, {6}}, .param = {0, 1, 1}, .ipar = {3},
+                  .fpar = {1e-5f}, .offset = 1.5f};
+    gradcheck(&c1, op_group_norm_silu, ref_group_norm_silu);
+    gc_case c2 = {.name = "group_norm_silu (3,8,5,5) G2", .nin = 3, .ndim = {4, 1, 1},
+                  .shape = {{3, 8, 5, 5}, {8}, {8}}, .param = {0, 1, 1}, .ipar = {2},
+                  .fpar = {1e-5f}};
+    gradcheck(&c2, op_group_norm_silu, ref_group_norm_silu);
+    gc_case c3 = {.name = "group_norm_silu, x only", .nin = 3, .ndim = {3, 1, 1},
+                  .shape = {{2, 4, 7}, {4}, {4}}, .param = {0, 1, 1}, .ipar = {1}, .fpar = {0.1f},
+                  .nograd = {0, 1, 1}};
+    gradcheck(&c3, op_group_norm_silu, ref_group_norm_silu);
 }
 
 static void test_grad_elementwise(void **state)
@@ -1271,6 +1344,7 @@ int main(void)
         cmocka_unit_test(test_linear_kernels),
         cmocka_unit_test(test_conv_kernels),
         cmocka_unit_test(test_group_norm_kernels),
+        cmocka_unit_test(test_group_norm_silu_kernels),
         cmocka_unit_test(test_silu_kernels),
         cmocka_unit_test(test_binary_kernels),
         cmocka_unit_test(test_misc_kernels),
@@ -1278,6 +1352,7 @@ int main(void)
         cmocka_unit_test(test_grad_linear),
         cmocka_unit_test(test_grad_conv),
         cmocka_unit_test(test_grad_group_norm),
+        cmocka_unit_test(test_grad_group_norm_silu),
         cmocka_unit_test(test_grad_elementwise),
         cmocka_unit_test(test_grad_shape_reduce),
         cmocka_unit_test(test_grad_random_shapes),

@@ -129,6 +129,30 @@ void dfl_k_group_norm_bwd_ref(const float *x, const float *gamma, const float *m
                               const float *rstd, const float *dy, float *dx, float *dgamma,
                               float *dbeta, int N, int C, int S, int G);
 
+/* Fused GroupNorm + SiLU: y = silu(GN(x)) = z sigmoid(z), z = (x - mean) rstd gamma[c] + beta[c],
+ * with GN as dfl_k_group_norm_fwd and SiLU as dfl_k_silu_fwd (same float expressions, so the same
+ * values as the two kernels in turn), without storing z. x, y (N, C, S); gamma, beta (C);
+ * mean, rstd (N, G) are outputs kept for the backward. */
+void dfl_k_group_norm_silu_fwd(const float *x, const float *gamma, const float *beta, float *y, float *mean,
+                               float *rstd, int N, int C, int S, int G, float eps);
+/* Scratch floats for dfl_k_group_norm_silu_bwd: 2 N C (partials) + N C S (dz). */
+size_t dfl_k_group_norm_silu_work_floats(int N, int C, int S);
+/* Backward: per (sample, group) recomputes z from x and the saved statistics, dz = dy s (1 + z (1 - s))
+ * with s = sigmoid(z), then the GroupNorm backward of dz (as dfl_k_group_norm_bwd). x, dy, dx (N, C, S);
+ * gamma, beta (C); mean, rstd (N, G) from the forward; dx, dgamma, dbeta accumulated, each may be NULL;
+ * work: dfl_k_group_norm_silu_work_floats(N, C, S) floats. */
+void dfl_k_group_norm_silu_bwd(const float *x, const float *gamma, const float *beta, const float *mean,
+                               const float *rstd, const float *dy, float *dx, float *dgamma, float *dbeta, int N,
+                               int C, int S, int G, float *work);
+/* Naive references: the GroupNorm reference into a temporary z, then the SiLU reference (forward);
+ * the SiLU reference backward into dz, then the GroupNorm reference backward (backward). Same shapes. */
+void dfl_k_group_norm_silu_fwd_ref(const float *x, const float *gamma, const float *beta, float *y, float *mean,
+                                   float *rstd, int N, int C, int S, int G, float eps);
+/* Reference backward of the fused op: x, dy, dx (N, C, S); mean, rstd (N, G); accumulates dx, dgamma, dbeta. */
+void dfl_k_group_norm_silu_bwd_ref(const float *x, const float *gamma, const float *beta, const float *mean,
+                                   const float *rstd, const float *dy, float *dx, float *dgamma, float *dbeta,
+                                   int N, int C, int S, int G);
+
 /* ================================================================ elementwise (ops_elementwise.c) */
 
 /* SiLU / swish, y = x sigmoid(x) (Elfwing, Uchibe & Doya 2018, "Sigmoid-weighted linear units";

@@ -27,6 +27,12 @@ dfl_tensor *dfl_conv2d(dfl_ctx *ctx, dfl_tensor *x, dfl_tensor *W, dfl_tensor *b
 dfl_tensor *dfl_group_norm(dfl_ctx *ctx, dfl_tensor *x, dfl_tensor *gamma, dfl_tensor *beta,
                            int groups, float eps);
 
+/* Fused silu(group_norm(x)): the same values as dfl_silu(dfl_group_norm(...)) without storing the
+ * normalised tensor (the backward recomputes it from x and the statistics). Arguments and errors
+ * as dfl_group_norm. (GN + SiLU is the pre-activation of every U-Net ResBlock convolution.) */
+dfl_tensor *dfl_group_norm_silu(dfl_ctx *ctx, dfl_tensor *x, dfl_tensor *gamma, dfl_tensor *beta,
+                                int groups, float eps);
+
 /* SiLU (swish): y = x * sigmoid(x), elementwise. */
 dfl_tensor *dfl_silu(dfl_ctx *ctx, dfl_tensor *x);
 

@@ -8,6 +8,7 @@
  * (stride 0). */
 #include "difflow/kernels.h"
 #include "difflow/ops.h"
+#include "vmath.h"
 
 #include <math.h>
 #include <stdint.h>
@@ -26,34 +27,6 @@
 #endif
 
 /* ------------------------------------------------------------------ SiLU */
-
-/* exp(x) with x clamped to [-87, 87]: x = n ln2 + r, |r| <= ln2/2, e^r by its degree-7 Taylor
- * polynomial (truncation < 2e-8 relative), times 2^n built in the exponent bits; measured max
- * relative error 1.0e-7 over the range. Plain arithmetic only (n is rounded by adding and
- * subtracting 1.5*2^23 rather than floorf, which blocks vectorisation), so loops calling it
- * vectorise; libm's expf does not without -ffast-math. */
-ALWAYS_INLINE static inline float exp_vec(float x)
-{
-    float a = fabsf(x); /* one symmetric clamp: two one-sided ones get jump-threaded into */
-    a = a > 87.0f ? 87.0f : a; /* branches, which stops vectorisation */
-    x = copysignf(a, x);
-    const float shift = 12582912.0f; /* 1.5 * 2^23: (t + shift) - shift rounds t to an integer */
-    float n = (x * 1.44269504088896341f + shift) - shift;
-    float r = x - n * 0.693359375f;  /* ln2 split in a high part exact in float ... */
-    r = r + n * 2.12194440e-4f;      /* ... and the low remainder */
-    float p = 1.0f / 5040.0f;
-    p = p * r + 1.0f / 720.0f;
-    p = p * r + 1.0f / 120.0f;
-    p = p * r + 1.0f / 24.0f;
-    p = p * r + 1.0f / 6.0f;
-    p = p * r + 0.5f;
-    p = p * r + 1.0f;
-    p = p * r + 1.0f;
-    int32_t bits = ((int32_t)n + 127) << 23;
-    float s;
-    memcpy(&s, &bits, sizeof s);
-    return p * s;
-}
 
 NOINLINE static void silu_run(const float *restrict x, float *restrict y, long n)
 {

@@ -4,6 +4,7 @@
 #include "difflow/kernels.h"
 
 #include <math.h>
+#include <stdlib.h>
 #include <string.h>
 
 /* ------------------------------------------------------------------ linear */
@@ -314,4 +315,38 @@ void dfl_k_sq_err_bwd_ref(const float *a, const float *b, const float *w, float 
         if (da) da[i] += (float)d;
         if (db) db[i] -= (float)d;
     }
+}
+
+void dfl_k_group_norm_silu_fwd_ref(const float *x, const float *gamma, const float *beta, float *y, float *mean,
+                                   float *rstd, int N, int C, int S, int G, float eps)
+{
+    size_t n = (size_t)N * C * S;
+    float *z = malloc(n * sizeof *z);
+    if (!z) return;
+    dfl_k_group_norm_fwd_ref(x, gamma, beta, z, mean, rstd, N, C, S, G, eps);
+    dfl_k_silu_fwd_ref(z, y, n);
+    free(z);
+}
+
+void dfl_k_group_norm_silu_bwd_ref(const float *x, const float *gamma, const float *beta, const float *mean,
+                                   const float *rstd, const float *dy, float *dx, float *dgamma, float *dbeta,
+                                   int N, int C, int S, int G)
+{
+    size_t n = (size_t)N * C * S;
+    int Cg = C / G;
+    float *z = malloc(n * sizeof *z), *dz = calloc(n, sizeof *dz);
+    if (!z || !dz) {
+        free(z);
+        free(dz);
+        return;
+    }
+    for (size_t i = 0; i < n; i++) { /* z = GN(x) from the given statistics */
+        size_t q = i / ((size_t)Cg * S);
+        int c = (int)((i / S) % C);
+        z[i] = (x[i] - mean[q]) * rstd[q] * gamma[c] + beta[c];
+    }
+    dfl_k_silu_bwd_ref(z, dy, dz, n);
+    dfl_k_group_norm_bwd_ref(x, gamma, mean, rstd, dz, dx, dgamma, dbeta, N, C, S, G);
+    free(z);
+    free(dz);
 }

@@ -214,16 +214,15 @@ static dfl_tensor *drop(dfl_ctx *ctx, dfl_tensor *keep, dfl_tensor *dead)
     return keep;
 }
 
-/* GN SiLU Conv3x3 (+ temb) GN SiLU Conv3x3 + skip. Releases its intermediates, not x. */
+/* GN SiLU Conv3x3 (+ temb) GN SiLU Conv3x3 + skip, GN + SiLU fused (dfl_group_norm_silu: the same
+ * values as the two ops in turn). Releases its intermediates, not x. */
 static dfl_tensor *res_forward(dfl_ctx *ctx, resblock *b, dfl_tensor *x, dfl_tensor *temb)
 {
-    dfl_tensor *a = dfl_group_norm(ctx, x, b->gn1.weight, b->gn1.bias, b->gn1.groups, 1e-5f);
-    dfl_tensor *h = drop(ctx, dfl_silu(ctx, a), a);
-    a = drop(ctx, dfl_conv2d(ctx, h, b->conv1.weight, b->conv1.bias, 1), h);
+    dfl_tensor *h = dfl_group_norm_silu(ctx, x, b->gn1.weight, b->gn1.bias, b->gn1.groups, 1e-5f);
+    dfl_tensor *a = drop(ctx, dfl_conv2d(ctx, h, b->conv1.weight, b->conv1.bias, 1), h);
     dfl_tensor *tp = dfl_linear(ctx, temb, b->temb_proj.weight, b->temb_proj.bias);
     h = drop(ctx, drop(ctx, dfl_add_channel(ctx, a, tp), a), tp);
-    a = drop(ctx, dfl_group_norm(ctx, h, b->gn2.weight, b->gn2.bias, b->gn2.groups, 1e-5f), h);
-    h = drop(ctx, dfl_silu(ctx, a), a);
+    h = drop(ctx, dfl_group_norm_silu(ctx, h, b->gn2.weight, b->gn2.bias, b->gn2.groups, 1e-5f), h);
     a = drop(ctx, dfl_conv2d(ctx, h, b->conv2.weight, b->conv2.bias, 1), h);
     dfl_tensor *skip = b->has_skip ? dfl_conv2d(ctx, x, b->skip.weight, b->skip.bias, 0) : x;
     h = drop(ctx, dfl_add(ctx, a, skip), a);
@@ -256,8 +255,7 @@ static dfl_tensor *unet_forward(dfl_ctx *ctx, dfl_net *n, dfl_tensor *x, dfl_ten
         for (int r = 0; r < c->nres; r++) h = drop(ctx, res_forward(ctx, &n->up[i][r], h, temb), h);
         if (l > 0) h = drop(ctx, dfl_upsample2(ctx, h), h);
     }
-    dfl_tensor *a = drop(ctx, dfl_group_norm(ctx, h, n->out_norm.weight, n->out_norm.bias, n->out_norm.groups, 1e-5f), h);
-    h = drop(ctx, dfl_silu(ctx, a), a);
+    h = drop(ctx, dfl_group_norm_silu(ctx, h, n->out_norm.weight, n->out_norm.bias, n->out_norm.groups, 1e-5f), h);
     return drop(ctx, drop(ctx, dfl_conv2d(ctx, h, n->out_conv.weight, n->out_conv.bias, 1), h), temb);
 }
 
