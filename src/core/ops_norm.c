@@ -206,17 +206,24 @@ void dfl_k_group_norm_silu_bwd(const float *x, const float *gamma, const float *
     if (dgamma || dbeta) gn_reduce_params(pg, pb, dgamma, dbeta, N, C);
 }
 
+/* Backward of dfl_group_norm (iarg[1] 0) and dfl_group_norm_silu (iarg[1] 1). */
 static void group_norm_backward(dfl_ctx *ctx, dfl_node *nd)
 {
     dfl_tensor *x = nd->in[0], *gamma = nd->in[1], *beta = nd->in[2];
-    int N = x->shape[0], C = x->shape[1], G = nd->iarg[0];
+    int N = x->shape[0], C = x->shape[1], G = nd->iarg[0], fused = nd->iarg[1];
     int S = (int)(x->n / ((size_t)N * C));
     float *dx = dfl_grad_of(ctx, x), *dg = dfl_grad_of(ctx, gamma), *db = dfl_grad_of(ctx, beta);
     if (!dx && !dg && !db) return;
-    float *work = dfl_arena_alloc(ctx, dfl_k_group_norm_work_floats(N, C) * sizeof(float));
+    size_t wf = fused ? dfl_k_group_norm_silu_work_floats(N, C, S) : dfl_k_group_norm_work_floats(N, C);
+    float *work = dfl_arena_alloc(ctx, wf * sizeof(float));
     if (!work) return;
-    dfl_k_group_norm_bwd(x->data, gamma->data, nd->saved[0], nd->saved[1], nd->out->grad, dx, dg,
-                         db, N, C, S, G, work);
+    if (fused)
+        dfl_k_group_norm_silu_bwd(x->data, gamma->data, beta->data, nd->saved[0], nd->saved[1], nd->out->grad, dx,
+                                  dg, db, N, C, S, G, work);
+    else
+        dfl_k_group_norm_bwd(x->data, gamma->data, nd->saved[0], nd->saved[1], nd->out->grad, dx, dg, db, N, C, S,
+                             G, work);
+    dfl_arena_release(ctx, work, wf * sizeof(float));
 }
 
 /* Shape and argument checks shared by dfl_group_norm and dfl_group_norm_silu; 0 if fine. */
@@ -257,15 +264,16 @@ static dfl_tensor *gn_output(dfl_ctx *ctx, dfl_tensor *x, dfl_tensor *gamma, dfl
     return out && *stats ? out : NULL;
 }
 
-static void gn_record(dfl_ctx *ctx, dfl_backward_fn bw, const char *op, dfl_tensor *out, dfl_tensor *x,
-                      dfl_tensor *gamma, dfl_tensor *beta, int groups, float *stats)
+static void gn_record(dfl_ctx *ctx, int fused, dfl_tensor *out, dfl_tensor *x, dfl_tensor *gamma,
+                      dfl_tensor *beta, int groups, float *stats)
 {
     dfl_tensor *in[3] = {x, gamma, beta};
-    dfl_node *nd = dfl_tape_push(ctx, bw, op, out, in, 3);
+    dfl_node *nd = dfl_tape_push(ctx, group_norm_backward, fused ? "group_norm_silu" : "group_norm", out, in, 3);
     if (nd) {
         nd->saved[0] = stats;
         nd->saved[1] = stats + (size_t)x->shape[0] * groups;
         nd->iarg[0] = groups;
+        nd->iarg[1] = fused;
     } else { /* not recorded: the statistics were scratch */
         dfl_arena_release(ctx, stats, 2 * (size_t)x->shape[0] * groups * sizeof(float));
     }
@@ -282,23 +290,8 @@ dfl_tensor *dfl_group_norm(dfl_ctx *ctx, dfl_tensor *x, dfl_tensor *gamma, dfl_t
     if (!out) return NULL;
     dfl_k_group_norm_fwd(x->data, gamma->data, beta->data, out->data, stats, stats + (size_t)N * groups, N, C, S,
                          groups, eps);
-    gn_record(ctx, group_norm_backward, "group_norm", out, x, gamma, beta, groups, stats);
+    gn_record(ctx, 0, out, x, gamma, beta, groups, stats);
     return out;
-}
-
-static void group_norm_silu_backward(dfl_ctx *ctx, dfl_node *nd)
-{
-    dfl_tensor *x = nd->in[0], *gamma = nd->in[1], *beta = nd->in[2];
-    int N = x->shape[0], C = x->shape[1], G = nd->iarg[0];
-    int S = (int)(x->n / ((size_t)N * C));
-    float *dx = dfl_grad_of(ctx, x), *dg = dfl_grad_of(ctx, gamma), *db = dfl_grad_of(ctx, beta);
-    if (!dx && !dg && !db) return;
-    size_t wf = dfl_k_group_norm_silu_work_floats(N, C, S);
-    float *work = dfl_arena_alloc(ctx, wf * sizeof(float));
-    if (!work) return;
-    dfl_k_group_norm_silu_bwd(x->data, gamma->data, beta->data, nd->saved[0], nd->saved[1], nd->out->grad, dx, dg,
-                              db, N, C, S, G, work);
-    dfl_arena_release(ctx, work, wf * sizeof(float));
 }
 
 dfl_tensor *dfl_group_norm_silu(dfl_ctx *ctx, dfl_tensor *x, dfl_tensor *gamma, dfl_tensor *beta, int groups,
@@ -312,6 +305,6 @@ dfl_tensor *dfl_group_norm_silu(dfl_ctx *ctx, dfl_tensor *x, dfl_tensor *gamma, 
     if (!out) return NULL;
     dfl_k_group_norm_silu_fwd(x->data, gamma->data, beta->data, out->data, stats, stats + (size_t)N * groups, N, C,
                               S, groups, eps);
-    gn_record(ctx, group_norm_silu_backward, "group_norm_silu", out, x, gamma, beta, groups, stats);
+    gn_record(ctx, 1, out, x, gamma, beta, groups, stats);
     return out;
 }
