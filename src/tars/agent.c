@@ -21,6 +21,7 @@ void tars_agent_defaults(tars_agent_cfg *c) {
   c->history = 5;
   c->wait_ms = 5000;
   c->interval_ms = 1000;
+  c->capture_retry_ms = 1000;
   tars_client_defaults(&c->client);
 }
 
@@ -165,9 +166,22 @@ tars_status tars_agent_run(const tars_agent_cfg *cfg, const tars_env *env, volat
     /* screenshot */
     tars_image shot = {0};
     char e[512];
-    if (env->capture(env->ctx, &shot, e, sizeof e)) {
-      snprintf(err, errlen, "screenshot failed: %s", e);
-      st = TARS_ST_ERROR;
+    int tries = 0, captured = 0;
+    while (!captured && tries < TARS_CAPTURE_TRIES && !(stop && *stop)) {
+      if (env->capture(env->ctx, &shot, e, sizeof e) == 0) {
+        captured = 1;
+      } else if (++tries < TARS_CAPTURE_TRIES) {
+        fprintf(stderr, "tars: screenshot failed: %s (trying again)\n", e);
+        nap(cfg->capture_retry_ms, stop);
+      }
+    }
+    if (!captured) {
+      if (stop && *stop) {
+        st = TARS_ST_USER_STOPPED;
+      } else {
+        snprintf(err, errlen, "screenshot failed %d times: %s", tries, e);
+        st = TARS_ST_ERROR;
+      }
       break;
     }
     tars_space sp;
@@ -210,7 +224,8 @@ tars_status tars_agent_run(const tars_agent_cfg *cfg, const tars_env *env, volat
       if (cc.temperature > 1.0) cc.temperature = 1.0;
       free(reply);
       reply = NULL;
-      if (tars_chat(&cc, msgs, &reply, NULL, e, sizeof e)) {
+      if ((cfg->chat ? cfg->chat(cfg->chat_ctx, &cc, msgs, &reply, e, sizeof e)
+                     : tars_chat(&cc, msgs, &reply, NULL, e, sizeof e))) {
         snprintf(err, errlen, "model call failed: %s", e);
         break;
       }

@@ -10,6 +10,9 @@
 #include "parse.h"
 #include "prompt.h"
 
+/* Consecutive screenshot failures that end a run (UI-TARS-desktop tolerates 10 over a run, 5 s apart). */
+#define TARS_CAPTURE_TRIES 3
+
 typedef enum { TARS_ST_RUNNING, TARS_ST_END, TARS_ST_CALL_USER, TARS_ST_MAX_LOOP, TARS_ST_USER_STOPPED, TARS_ST_ERROR } tars_status;
 
 /* "running", "end", "call_user", "max_loop", "user_stopped", "error". */
@@ -40,7 +43,13 @@ typedef struct {
                                    the sent image; 0 = defaults (78400; 12845056 for 1.5, 2116800 for 1.0) */
   long wait_ms;                 /* the wait() action's pause (default 5000) */
   long interval_ms;             /* pause after each step's actions (default 1000) */
+  long capture_retry_ms;        /* pause before capturing again after a failure (default 1000) */
   tars_client_cfg client;
+  /* The model call; NULL = tars_chat over HTTP. Same contract as tars_chat (reply malloc'ed, -1 with err);
+   * tests plug in scripted replies here. */
+  int (*chat)(void *chat_ctx, const tars_client_cfg *c, const char *messages_json, char **reply, char *err,
+              int errlen);
+  void *chat_ctx;
   FILE *out;                    /* step log (thought, action, coordinates, status); NULL = stdout */
 } tars_agent_cfg;
 
