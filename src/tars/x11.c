@@ -217,6 +217,15 @@ static void motion(tars_x11 *x, int px, int py) { XTestFakeMotionEvent(x->dpy, -
 
 static void button(tars_x11 *x, unsigned b, int down) { XTestFakeButtonEvent(x->dpy, b, down ? True : False, CurrentTime); }
 
+/* Pointer motion, then a short pause so the target sees the pointer arrive (hover effects, enter events)
+ * before a button goes down; nut-js waits 100 ms before clicks. */
+#define SETTLE_MS 30
+static void move_settle(tars_x11 *x, int px, int py) {
+  motion(x, px, py);
+  XSync(x->dpy, False);
+  tars_sleep_ms(SETTLE_MS);
+}
+
 static void click(tars_x11 *x, unsigned b) {
   button(x, b, 1);
   button(x, b, 0);
@@ -297,8 +306,7 @@ static int type_text(tars_x11 *x, const char *s, int enter, char *err, int errle
 }
 
 static void drag(tars_x11 *x, const tars_point *a, const tars_point *b) {
-  motion(x, a->x, a->y);
-  XSync(x->dpy, False);
+  move_settle(x, a->x, a->y);
   button(x, 1, 1);
   XSync(x->dpy, False);
   for (int i = 1; i <= 10; i++) {
@@ -324,13 +332,11 @@ int tars_x11_execute(tars_x11 *x, const tars_action *a, char *err, int errlen) {
   if (tars_x11_can_execute(a, err, errlen)) return -1;
   switch (a->type) {
     case TARS_CLICK: case TARS_RIGHT_SINGLE: case TARS_MIDDLE_CLICK:
-      motion(x, a->start.x, a->start.y);
-      XSync(x->dpy, False);
+      move_settle(x, a->start.x, a->start.y);
       click(x, a->type == TARS_CLICK ? 1 : a->type == TARS_RIGHT_SINGLE ? 3 : 2);
       break;
     case TARS_LEFT_DOUBLE:
-      motion(x, a->start.x, a->start.y);
-      XSync(x->dpy, False);
+      move_settle(x, a->start.x, a->start.y);
       click(x, 1);
       XSync(x->dpy, False);
       tars_sleep_ms(80);
@@ -343,7 +349,7 @@ int tars_x11_execute(tars_x11 *x, const tars_action *a, char *err, int errlen) {
       drag(x, &a->start, &a->end);
       break;
     case TARS_LONG_PRESS:
-      motion(x, a->start.x, a->start.y);
+      move_settle(x, a->start.x, a->start.y);
       button(x, 1, 1);
       XSync(x->dpy, False);
       tars_sleep_ms(a->time > 0 ? (long)(a->time * 1000) : 1000);
@@ -354,10 +360,7 @@ int tars_x11_execute(tars_x11 *x, const tars_action *a, char *err, int errlen) {
         drag(x, &a->start, &a->end);
         break;
       }
-      if (a->start.has) {
-        motion(x, a->start.x, a->start.y);
-        XSync(x->dpy, False);
-      }
+      if (a->start.has) move_settle(x, a->start.x, a->start.y);
       for (int i = 0; i < TARS_SCROLL_CLICKS; i++) click(x, 3u + (unsigned)a->direction);
       break;
     case TARS_HOTKEY: case TARS_KEY_DOWN: case TARS_KEY_UP: {
@@ -377,8 +380,7 @@ int tars_x11_execute(tars_x11 *x, const tars_action *a, char *err, int errlen) {
     }
     case TARS_TYPE:
       if (a->start.has) {
-        motion(x, a->start.x, a->start.y);
-        XSync(x->dpy, False);
+        move_settle(x, a->start.x, a->start.y);
         click(x, 1);
         XSync(x->dpy, False);
       }

@@ -24,7 +24,7 @@ int tars_x11_capture(tars_x11 *x, tars_image *out, char *err, int errlen);
 int tars_x11_used_shm(const tars_x11 *x);
 
 /* Performs one action with XTest at its mapped screen coordinates (reference/uitars.md 2.4-2.6):
- * click = motion + button 1; left_double = two clicks 80 ms apart; right_single = button 3; middle = 2;
+ * click = motion, 30 ms pause, button 1; left_double = two clicks 80 ms apart; right_single = button 3; middle = 2;
  * hover = motion; drag = press 1 at start, 10 intermediate motions, release at end; scroll = motion to the
  * point (when given) and 5 clicks of button 4/5/6/7 for up/down/left/right (a 1.0 mobile swipe = drag);
  * hotkey = press keys in order, release in reverse; press/release = one key down/up; type = every code
