@@ -88,8 +88,10 @@ dfl_status dfl_adam_step(dfl_adam *o, double *grad_norm)
     const float ema_b = (float)dfl_ema_beta(o->cfg.ema_halflife, o->cfg.batch);
     for (int i = 0; i < ps->n; i++) {
         float *w = ps->p[i].t->data, *g = ps->p[i].t->grad, *m = o->m[i], *v = o->v[i];
-        size_t n = ps->p[i].t->n;
-        for (size_t j = 0; j < n; j++) {
+        long n = (long)ps->p[i].t->n;
+        /* Elementwise, so threads change no result; only large tensors are worth a fork. */
+#pragma omp parallel for schedule(static) if (n >= 32768)
+        for (long j = 0; j < n; j++) {
             float gj = g[j] * gscale;
             m[j] = b1 * m[j] + (1.f - b1) * gj;
             v[j] = b2 * v[j] + (1.f - b2) * gj * gj;
@@ -98,7 +100,8 @@ dfl_status dfl_adam_step(dfl_adam *o, double *grad_norm)
         }
         if (o->ema) {
             float *e = o->ema[i];
-            for (size_t j = 0; j < n; j++) e[j] = ema_b * e[j] + (1.f - ema_b) * w[j];
+#pragma omp parallel for schedule(static) if (n >= 32768)
+            for (long j = 0; j < n; j++) e[j] = ema_b * e[j] + (1.f - ema_b) * w[j];
         }
     }
     return DFL_OK;

@@ -309,6 +309,23 @@ void *dfl_arena_alloc(dfl_ctx *ctx, size_t bytes)
     return count_live(ctx, nb->mem, bytes);
 }
 
+/* memset to 0, by all threads for large buffers (activation gradients: a serial memset of them
+ * was a few percent of a 2-thread U-Net step). */
+static void zero_floats(float *p, size_t n)
+{
+    const long chunk = 1L << 15;
+    long nc = (long)((n + (size_t)chunk - 1) / (size_t)chunk);
+    if (nc < 4 || omp_in_parallel()) {
+        memset(p, 0, n * sizeof(float));
+        return;
+    }
+#pragma omp parallel for schedule(static)
+    for (long c = 0; c < nc; c++) {
+        size_t o = (size_t)c * (size_t)chunk, len = n - o < (size_t)chunk ? n - o : (size_t)chunk;
+        memset(p + o, 0, len * sizeof(float));
+    }
+}
+
 dfl_tensor *dfl_tensor_tmp(dfl_ctx *ctx, int ndim, const int *shape)
 {
     size_t n = dfl_shape_numel(ndim, shape);
@@ -328,7 +345,7 @@ dfl_tensor *dfl_tensor_tmp(dfl_ctx *ctx, int ndim, const int *shape)
 dfl_tensor *dfl_tensor_zeros(dfl_ctx *ctx, int ndim, const int *shape)
 {
     dfl_tensor *t = dfl_tensor_tmp(ctx, ndim, shape);
-    if (t) memset(t->data, 0, t->n * sizeof(float));
+    if (t) zero_floats(t->data, t->n);
     return t;
 }
 
@@ -388,7 +405,7 @@ float *dfl_grad_of(dfl_ctx *ctx, dfl_tensor *t)
     if (!t || !t->requires_grad) return NULL;
     if (!t->grad) {
         t->grad = dfl_arena_alloc(ctx, t->n * sizeof(float));
-        if (t->grad) memset(t->grad, 0, t->n * sizeof(float));
+        if (t->grad) zero_floats(t->grad, t->n);
     }
     return t->grad;
 }
