@@ -14,7 +14,9 @@
 
 #include "util.h"
 
-#define SCRATCH_MAX 32
+#define SCRATCH_MAX 256
+#define REBIND_WAIT_MS 100
+#define BIND_WAIT_MS 30
 
 struct tars_x11 {
   Display *dpy;
@@ -27,6 +29,7 @@ struct tars_x11 {
   KeyCode scratch[SCRATCH_MAX];
   KeySym bound[SCRATCH_MAX];
   unsigned long stamp[SCRATCH_MAX], clock;
+  unsigned char used[SCRATCH_MAX]; /* pressed since the last rebinding pause */
   int nscratch, any_bound;
 };
 
@@ -78,6 +81,7 @@ tars_x11 *tars_x11_open(const char *display_name, char *err, int errlen) {
     if (empty) x->scratch[x->nscratch++] = (KeyCode)kc;
   }
   if (map) XFree(map);
+  if (getenv("TARS_DEBUG_KEYS")) fprintf(stderr, "tars: %d spare keycodes\n", x->nscratch);
   XSetErrorHandler(on_x_error);
   return x;
 }
@@ -231,34 +235,86 @@ static void click(tars_x11 *x, unsigned b) {
   button(x, b, 0);
 }
 
-/* Keycode and Shift need of a keysym in group 0 of the current keymap; binds a scratch keycode when the
- * keymap lacks it. Returns 0 when there is neither. */
-static KeyCode keycode_for(tars_x11 *x, KeySym ks, int *shift) {
+/* Keycode and Shift need of a keysym in group 0 of the current keymap (levels 0 and 1), or 0. */
+static KeyCode keymap_lookup(tars_x11 *x, KeySym ks, int *shift) {
   *shift = 0;
   KeyCode kc = XKeysymToKeycode(x->dpy, ks);
-  if (kc) {
-    if (XkbKeycodeToKeysym(x->dpy, kc, 0, 0) == ks) return kc;
-    if (XkbKeycodeToKeysym(x->dpy, kc, 0, 1) == ks) {
-      *shift = 1;
-      return kc;
-    }
-  }
-  if (!x->nscratch) return kc;
-  int slot = -1;
+  if (!kc) return 0;
   for (int i = 0; i < x->nscratch; i++)
-    if (x->bound[i] == ks) slot = i;
-  if (slot < 0) {
-    /* least recently used scratch keycode */
-    slot = 0;
-    for (int i = 1; i < x->nscratch; i++)
-      if (x->stamp[i] < x->stamp[slot]) slot = i;
-    KeySym syms[2] = {ks, ks};
-    XChangeKeyboardMapping(x->dpy, x->scratch[slot], 2, syms, 1);
-    XSync(x->dpy, False);
-    x->bound[slot] = ks;
-    x->any_bound = 1;
+    if (x->scratch[i] == kc) return 0; /* our own binding is not "the keymap" */
+  if (XkbKeycodeToKeysym(x->dpy, kc, 0, 0) == ks) return kc;
+  if (XkbKeycodeToKeysym(x->dpy, kc, 0, 1) == ks) {
+    *shift = 1;
+    return kc;
   }
+  return 0;
+}
+
+static int bound_slot(const tars_x11 *x, KeySym ks) {
+  for (int i = 0; i < x->nscratch; i++)
+    if (x->bound[i] == ks) return i;
+  return -1;
+}
+
+/* Puts every keysym of ks[0..n) that the keymap lacks on a spare keycode, changing the keyboard mapping in
+ * one go: before changing keycodes pressed since the last pause, XSync and wait REBIND_WAIT_MS so clients
+ * read the events that used them; after the change, XSync and wait BIND_WAIT_MS so clients have the new map
+ * before the first key event (Xlib clients refresh their keymap from the MappingNotify lazily). Returns 0,
+ * or -1 when the keysyms outnumber the spare keycodes. */
+static int ensure_bound(tars_x11 *x, const KeySym *ks, int n) {
+  unsigned char keep[SCRATCH_MAX] = {0};
+  KeySym assign[SCRATCH_MAX];
+  int shift, changes = 0, pressed = 0;
+  for (int i = 0; i < x->nscratch; i++) assign[i] = NoSymbol;
+  for (int i = 0; i < n; i++) {
+    int s = bound_slot(x, ks[i]);
+    if (s >= 0) keep[s] = 1;
+  }
+  for (int i = 0; i < n; i++) {
+    if (keymap_lookup(x, ks[i], &shift) || bound_slot(x, ks[i]) >= 0) continue;
+    int dup = 0;
+    for (int j = 0; j < x->nscratch; j++)
+      if (assign[j] == ks[i]) dup = 1;
+    if (dup) continue;
+    int slot = -1; /* an unbound spare keycode first, else the least recently used one not needed now */
+    for (int j = 0; j < x->nscratch && slot < 0; j++)
+      if (!keep[j] && x->bound[j] == NoSymbol && assign[j] == NoSymbol) slot = j;
+    for (int j = 0; j < x->nscratch; j++)
+      if (!keep[j] && assign[j] == NoSymbol && (slot < 0 || (x->bound[slot] != NoSymbol && x->stamp[j] < x->stamp[slot])))
+        slot = j;
+    if (slot < 0) return -1;
+    keep[slot] = 1;
+    assign[slot] = ks[i];
+    changes++;
+    pressed |= x->used[slot];
+  }
+  if (!changes) return 0;
+  if (pressed) {
+    XSync(x->dpy, False);
+    tars_sleep_ms(REBIND_WAIT_MS);
+    memset(x->used, 0, sizeof x->used);
+  }
+  for (int j = 0; j < x->nscratch; j++)
+    if (assign[j] != NoSymbol) {
+      KeySym syms[2] = {assign[j], assign[j]};
+      XChangeKeyboardMapping(x->dpy, x->scratch[j], 2, syms, 1);
+      x->bound[j] = assign[j];
+    }
+  x->any_bound = 1;
+  XSync(x->dpy, False);
+  tars_sleep_ms(BIND_WAIT_MS);
+  return 0;
+}
+
+/* Keycode and Shift need of a keysym, binding a spare keycode when the keymap lacks it. 0 when impossible. */
+static KeyCode keycode_for(tars_x11 *x, KeySym ks, int *shift) {
+  KeyCode kc = keymap_lookup(x, ks, shift);
+  if (kc) return kc;
+  if (bound_slot(x, ks) < 0 && ensure_bound(x, &ks, 1)) return 0;
+  int slot = bound_slot(x, ks);
+  if (slot < 0) return 0;
   x->stamp[slot] = ++x->clock;
+  x->used[slot] = 1;
   return x->scratch[slot];
 }
 
@@ -284,25 +340,51 @@ static int tap(tars_x11 *x, KeySym ks, char *err, int errlen) {
 }
 
 static int type_text(tars_x11 *x, const char *s, int enter, char *err, int errlen) {
+  /* decode everything first: invalid UTF-8 types nothing */
   size_t n = strlen(s);
+  KeySym *ks = malloc(sizeof *ks * (n + 1));
+  int m = 0;
+  if (!ks) {
+    snprintf(err, errlen, "out of memory");
+    return -1;
+  }
   for (size_t i = 0; i < n;) {
     unsigned long cp;
     int k = tars_utf8_next(s + i, n - i, &cp);
     if (k < 0) {
       snprintf(err, errlen, "invalid UTF-8 in the text at byte %zu", i);
+      free(ks);
       return -1;
     }
     i += (size_t)k;
-    KeySym ks;
-    if (cp == '\n') ks = XK_Return;
-    else if (cp == '\t') ks = XK_Tab;
+    if (cp == '\n') ks[m++] = XK_Return;
+    else if (cp == '\t') ks[m++] = XK_Tab;
     else if (cp < 0x20 || cp == 0x7f) continue; /* other control characters have no key */
-    else if (cp < 0x100) ks = (KeySym)cp;
-    else ks = (KeySym)(0x01000000UL + cp);
-    if (tap(x, ks, err, errlen)) return -1;
+    else if (cp < 0x100) ks[m++] = (KeySym)cp;
+    else ks[m++] = (KeySym)(0x01000000UL + cp);
   }
-  if (enter && tap(x, XK_Return, err, errlen)) return -1;
-  return 0;
+  if (enter) ks[m++] = XK_Return;
+  /* batches with at most as many distinct missing keysyms as there are spare keycodes, bound together */
+  int rc = 0;
+  for (int i = 0; i < m && !rc;) {
+    KeySym missing[SCRATCH_MAX];
+    int nm = 0, j = i, shift;
+    for (; j < m; j++) {
+      if (keymap_lookup(x, ks[j], &shift)) continue;
+      int seen = 0;
+      for (int q = 0; q < nm; q++) seen |= missing[q] == ks[j];
+      if (seen) continue;
+      if (nm == x->nscratch) break;
+      missing[nm++] = ks[j];
+    }
+    if (nm && ensure_bound(x, missing, nm)) {
+      snprintf(err, errlen, "no spare keycode to type keysym 0x%lx", (unsigned long)missing[0]);
+      rc = -1;
+    }
+    for (; i < j && !rc; i++) rc = tap(x, ks[i], err, errlen);
+  }
+  free(ks);
+  return rc;
 }
 
 static void drag(tars_x11 *x, const tars_point *a, const tars_point *b) {

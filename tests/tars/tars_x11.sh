@@ -123,6 +123,10 @@ key_press eacute
 key_release eacute
 key_press Return
 key_release Return" "type(content='Hi !北京é\n')"
+# more distinct characters than spare keycodes: bound in batches, each visible to the client before use
+CJK=$(python3 -c "print(''.join(chr(0x4e00 + i) for i in range(60)))")
+act type_many "$(python3 -c "print('\n'.join('key_press U%04X\nkey_release U%04X' % (0x4e00 + i, 0x4e00 + i) for i in range(60)))")" \
+  "type(content='$CJK')"
 act type_newline "key_press a
 key_release a
 key_press Return
