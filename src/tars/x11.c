@@ -377,8 +377,8 @@ static int type_text(tars_x11 *x, const char *s, int enter, char *err, int errle
       if (nm == x->nscratch) break;
       missing[nm++] = ks[j];
     }
-    if (nm && ensure_bound(x, missing, nm)) {
-      snprintf(err, errlen, "no spare keycode to type keysym 0x%lx", (unsigned long)missing[0]);
+    if (j == i || (nm && ensure_bound(x, missing, nm))) { /* j == i: the keymap has no spare keycode */
+      snprintf(err, errlen, "no spare keycode to type keysym 0x%lx", (unsigned long)(nm ? missing[0] : ks[i]));
       rc = -1;
     }
     for (; i < j && !rc; i++) rc = tap(x, ks[i], err, errlen);
