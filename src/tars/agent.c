@@ -220,8 +220,10 @@ tars_status tars_agent_run(const tars_agent_cfg *cfg, const tars_env *env, volat
     tars_reply r;
     int parsed = 0;
     for (int attempt = 0; attempt <= cfg->client.retries && !(stop && *stop); attempt++) {
+      /* raised by 0.1 per retry up to 1.0; a higher user setting is left alone */
+      double cap = cfg->client.temperature > 1.0 ? cfg->client.temperature : 1.0;
       cc.temperature = cfg->client.temperature + 0.1 * attempt;
-      if (cc.temperature > 1.0) cc.temperature = 1.0;
+      if (cc.temperature > cap) cc.temperature = cap;
       free(reply);
       reply = NULL;
       if ((cfg->chat ? cfg->chat(cfg->chat_ctx, &cc, msgs, &reply, e, sizeof e)

@@ -13,6 +13,7 @@
 #include "agent.h"
 
 typedef struct {
+  double temps[8];            /* the temperature of each call */
   const char *const *replies; /* the model's replies in order; NULL entry = HTTP failure */
   int n, calls;
   char *last_messages;
@@ -25,8 +26,8 @@ typedef struct {
 } fake;
 
 static int fake_chat(void *ctx, const tars_client_cfg *c, const char *msgs, char **reply, char *err, int errlen) {
-  (void)c;
   fake *f = ctx;
+  if (f->calls < 8) f->temps[f->calls] = c->temperature;
   free(f->last_messages);
   f->last_messages = strdup(msgs);
   const char *r = f->replies[f->calls < f->n ? f->calls : f->n - 1];
@@ -73,6 +74,9 @@ static int fake_can(void *ctx, const tars_action *a, char *err, int errlen) {
 
 static volatile int g_stop;
 
+static double g_temperature = 0;
+static int g_retries = 1;
+
 /* Runs the loop on f with 1.0 coordinates (x/1000 * 1000, y/1000 * 500). */
 static tars_status run(fake *f, int max_steps, int dry, char **answer, char *err, char **log) {
   tars_agent_cfg cfg;
@@ -83,7 +87,8 @@ static tars_status run(fake *f, int max_steps, int dry, char **answer, char *err
   cfg.interval_ms = 0;
   cfg.wait_ms = 0;
   cfg.capture_retry_ms = 0;
-  cfg.client.retries = 1;
+  cfg.client.retries = g_retries;
+  cfg.client.temperature = g_temperature;
   cfg.chat = fake_chat;
   cfg.chat_ctx = f;
   size_t len;
@@ -210,11 +215,36 @@ static void test_stop_request(void **state) {
   free(f.last_messages);
 }
 
+/* unusable replies are asked again a little warmer, up to 1.0; a user temperature above 1 is kept */
+static void test_retry_temperature(void **state) {
+  (void)state;
+  char *answer, err[300], *log;
+  const char *bad[] = {"Thought: hmm"};
+  g_retries = 4;
+  g_temperature = 0.75;
+  fake f = {.replies = bad, .n = 1};
+  assert_int_equal(run(&f, 3, 0, &answer, err, &log), TARS_ST_ERROR);
+  assert_int_equal(f.calls, 5);
+  const double want[] = {0.75, 0.85, 0.95, 1.0, 1.0};
+  for (int i = 0; i < 5; i++) assert_float_equal(f.temps[i], want[i], 1e-12);
+  free(log);
+  free(f.last_messages);
+  g_temperature = 1.5;
+  fake g = {.replies = bad, .n = 1};
+  assert_int_equal(run(&g, 3, 0, &answer, err, &log), TARS_ST_ERROR);
+  for (int i = 0; i < 5; i++) assert_float_equal(g.temps[i], 1.5, 0);
+  free(log);
+  free(g.last_messages);
+  g_retries = 1;
+  g_temperature = 0;
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_finished),           cmocka_unit_test(test_dry_run_performs_nothing),
       cmocka_unit_test(test_nothing_on_impossible_or_garbage), cmocka_unit_test(test_limits_and_terminal_actions),
       cmocka_unit_test(test_screenshot_retries), cmocka_unit_test(test_stop_request),
+      cmocka_unit_test(test_retry_temperature),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
