@@ -514,7 +514,7 @@ static int build_action(tars_action *act, const char *name, arg_t *a, int n, con
   excerpt(act->raw, strlen(act->raw), ex, sizeof ex);
   int found = 0;
   for (size_t i = 0; i < sizeof ACTION_ALIASES / sizeof ACTION_ALIASES[0]; i++)
-    if (!strcmp(name, ACTION_ALIASES[i].name)) {
+    if (!strcasecmp(name, ACTION_ALIASES[i].name)) { /* Click(...) too */
       act->type = ACTION_ALIASES[i].type;
       found = 1;
       break;

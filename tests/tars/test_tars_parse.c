@@ -393,6 +393,10 @@ static void test_end_tokens(void **state) {
   (void)state;
   tars_reply r;
   char err[200];
+  /* action names in another case */
+  assert_int_equal(tars_parse_reply("Action: Left_Double(start_box='(1,2)')", NULL, &r, err, sizeof err), 0);
+  assert_int_equal(r.actions[0].type, TARS_LEFT_DOUBLE);
+  tars_reply_free(&r);
   assert_int_equal(tars_parse_reply("Thought: t\nAction: finished(content='ok')<|im_end|>\n<|endoftext|>", NULL, &r, err,
                                     sizeof err), 0);
   assert_int_equal(r.n, 1);
