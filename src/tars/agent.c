@@ -107,6 +107,18 @@ void tars_describe_action(const tars_action *a, FILE *f) {
   fputc('\n', f);
 }
 
+/* Writes DIR/step-NNN.EXT. Returns 0, or -1 with err naming the file. */
+static int save_file(const char *dir, int step, const char *ext, const char *data, size_t len, char *err,
+                     int errlen) {
+  char path[4096];
+  snprintf(path, sizeof path, "%s/step-%03d.%s", dir, step, ext);
+  FILE *f = fopen(path, "wb");
+  int ok = f && fwrite(data, 1, len, f) == len;
+  if (f && fclose(f)) ok = 0;
+  if (!ok) snprintf(err, errlen, "cannot write %.400s", path);
+  return ok ? 0 : -1;
+}
+
 /* Sleeps ms, waking early when *stop is set. */
 static void nap(long ms, volatile int *stop) {
   for (long t = 0; t < ms && !(stop && *stop); t += 50) tars_sleep_ms(ms - t < 50 ? ms - t : 50);
@@ -201,8 +213,17 @@ tars_status tars_agent_run(const tars_agent_cfg *cfg, const tars_env *env, volat
         shot = small;
       }
     }
-    h.images[h.n] = tars_image_data_url(&shot);
+    unsigned char *png = NULL;
+    size_t png_len = 0;
+    if (tars_png_encode(&shot, &png, &png_len) == 0) h.images[h.n] = tars_png_data_url(png, png_len);
     tars_image_free(&shot);
+    if (cfg->save_dir && png && save_file(cfg->save_dir, step + 1, "png", (const char *)png, png_len, e, sizeof e)) {
+      free(png);
+      snprintf(err, errlen, "%s", e);
+      st = TARS_ST_ERROR;
+      break;
+    }
+    free(png);
     if (!h.images[h.n]) {
       snprintf(err, errlen, "PNG encoding of the screenshot failed");
       st = TARS_ST_ERROR;
@@ -244,12 +265,6 @@ tars_status tars_agent_run(const tars_agent_cfg *cfg, const tars_env *env, volat
       st = (stop && *stop) ? TARS_ST_USER_STOPPED : TARS_ST_ERROR;
       break;
     }
-    /* history keeps the reply in the box-token form (a failed rewrite keeps it verbatim) */
-    char *tok = tars_add_box_tokens(reply);
-    if (tok) {
-      free(reply);
-      reply = tok;
-    }
     h.replies[h.n++] = reply;
     h.images[h.n] = NULL;
     fprintf(out, "step %d\n", step + 1);
@@ -271,6 +286,23 @@ tars_status tars_agent_run(const tars_agent_cfg *cfg, const tars_env *env, volat
       tars_describe_action(&r.actions[i], out);
     }
     fflush(out);
+    if (cfg->save_dir) {
+      char *json = tars_reply_to_json(&r);
+      int bad = !json || save_file(cfg->save_dir, step + 1, "json", json, strlen(json), e, sizeof e) ||
+                save_file(cfg->save_dir, step + 1, "txt", reply, strlen(reply), e, sizeof e);
+      int oom = !json;
+      free(json);
+      if (bad) {
+        snprintf(err, errlen, "%s", oom ? "out of memory" : e);
+        st = TARS_ST_ERROR;
+      }
+    }
+    /* history keeps the reply in the box-token form (a failed rewrite keeps it verbatim) */
+    char *tok = tars_add_box_tokens(reply);
+    if (tok) {
+      free(reply);
+      h.replies[h.n - 1] = reply = tok;
+    }
     for (int i = 0; i < r.n && env->execute && env->can_execute && st == TARS_ST_RUNNING; i++)
       if (env->can_execute(env->ctx, &r.actions[i], e, sizeof e)) {
         snprintf(err, errlen, "nothing performed: %s", e);

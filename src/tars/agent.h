@@ -43,6 +43,8 @@ typedef struct {
                                    the sent image; 0 = defaults (78400; 12845056 for 1.5, 2116800 for 1.0) */
   long wait_ms;                 /* the wait() action's pause (default 5000) */
   long interval_ms;             /* pause after each step's actions (default 1000) */
+  const char *save_dir;         /* when not NULL: step-NNN.png (the image sent), step-NNN.txt (the reply),
+                                   step-NNN.json (the parsed actions) are written there */
   long capture_retry_ms;        /* pause before capturing again after a failure (default 1000) */
   tars_client_cfg client;
   /* The model call; NULL = tars_chat over HTTP. Same contract as tars_chat (reply malloc'ed, -1 with err);

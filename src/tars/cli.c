@@ -379,6 +379,7 @@ int tars_cmd_run(int argc, char **argv) {
       {"--history", OPT_LONG, &history, 1, 50, "screenshots per request, current included (5)"},
       {"--dry-run", OPT_FLAG, &dry, 0, 0, "print the actions, perform no input"},
       {"--image", OPT_STR, &image, 0, 0, "with --dry-run: use this PNG as the screen (no X needed)"},
+      {"--save-dir", OPT_STR, &cfg.save_dir, 0, 0, "write each step's screenshot, reply and actions there"},
       {"--prompt-file", OPT_STR, &prompt_file, 0, 0, "template replacing the built-in prompt ({language}, {instruction})"},
       {"--language", OPT_STR, &cfg.language, 0, 0, "language of the Thought (English)"},
       {"--temperature", OPT_DOUBLE, &cfg.client.temperature, 0, 2, "sampling temperature (0)"},

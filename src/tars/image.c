@@ -173,12 +173,8 @@ char *tars_base64(const unsigned char *data, size_t n) {
   return out;
 }
 
-char *tars_image_data_url(const tars_image *im) {
-  unsigned char *png;
-  size_t len;
-  if (tars_png_encode(im, &png, &len)) return NULL;
+char *tars_png_data_url(const unsigned char *png, size_t len) {
   char *b64 = tars_base64(png, len);
-  free(png);
   if (!b64) return NULL;
   static const char prefix[] = "data:image/png;base64,";
   size_t bl = strlen(b64);
@@ -188,5 +184,14 @@ char *tars_image_data_url(const tars_image *im) {
     memcpy(url + sizeof prefix - 1, b64, bl + 1);
   }
   free(b64);
+  return url;
+}
+
+char *tars_image_data_url(const tars_image *im) {
+  unsigned char *png;
+  size_t len;
+  if (tars_png_encode(im, &png, &len)) return NULL;
+  char *url = tars_png_data_url(png, len);
+  free(png);
   return url;
 }

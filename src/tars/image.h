@@ -32,6 +32,9 @@ int tars_image_resize(const tars_image *src, int w, int h, tars_image *dst);
  * NUL-terminated string or NULL. */
 char *tars_base64(const unsigned char *data, size_t n);
 
+/* "data:image/png;base64,..." of len bytes of PNG data. Returns a malloc'ed string or NULL. */
+char *tars_png_data_url(const unsigned char *png, size_t len);
+
 /* "data:image/png;base64,..." of im encoded as PNG. Returns a malloc'ed string or NULL. */
 char *tars_image_data_url(const tars_image *im);
 

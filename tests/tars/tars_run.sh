@@ -48,8 +48,15 @@ RUN=(run --model ui-tars-1.5-7b --dry-run --image "$W/fhd.png" --interval-ms 0 -
 # 1. two steps then finished; the second request carries the first reply and both screenshots
 start_server fin '[{"content":"Thought: open it\nAction: click(start_box='"'"'(100,200)'"'"')"},
                    {"content":"Thought: done\nAction: finished(content='"'"'listed'"'"')"}]'
-out=$($T "${RUN[@]}" --base-url "$URL" "$TASK" 2>"$W/err"); rc=$?
+mkdir "$W/traj"
+out=$($T "${RUN[@]}" --base-url "$URL" --save-dir "$W/traj" "$TASK" 2>"$W/err"); rc=$?
 check fin_rc 0 "$rc"
+check fin_saved "step-001.json step-001.png step-001.txt step-002.json step-002.png step-002.txt" "$(ls "$W/traj" | paste -sd' ')"
+check fin_saved_png "1920x1080
+5,5 808080" "$(python3 "$HERE/pngpix.py" "$W/traj/step-002.png" 5,5)"
+check fin_saved_txt "Thought: open it
+Action: click(start_box='(100,200)')" "$(cat "$W/traj/step-001.txt")"
+check fin_saved_json '{"thought":"done","reflection":null,"actions":[{"type":"finished","content":"listed"}]}' "$(cat "$W/traj/step-002.json")"
 check fin_out "step 1
 thought: open it
 action: click(start_box='(100,200)')
@@ -178,6 +185,11 @@ out=$($T "${RUN[@]}" --base-url "$URL" --mode grounding --prompt-file "$W/prompt
 check gr_rc 0 "$rc"
 check gr_out "  (dry run) click (960, 540)|status: end" "$(sed -n 4p <<<"$out")|$(tail -1 <<<"$out")"
 check gr_requests 1 "$(nreq "$LOG")"
+
+# 13b. an unwritable --save-dir ends the run before the model is asked
+start_server sd '[{"content":"Action: finished()"}]'
+out=$($T "${RUN[@]}" --base-url "$URL" --save-dir "$W/nonexistent" "$TASK" 2>&1 >/dev/null); rc=$?
+check save_dir_bad "1 tars run: cannot write $W/nonexistent/step-001.png 0" "$rc $out $(nreq "$LOG")"
 
 # 14. bad usage and no display
 out=$($T run --model m "$TASK" 2>&1); check use_nourl "2 tars run: --base-url is required" "$? $out"
