@@ -1,6 +1,11 @@
 /* Tests of the byte-level Transformer LM (lm.h).
  *
  * - Loss at initialisation is ln 256 nats (to 0.1) for every positional encoding.
+ * - Every positional encoding's wiring (none, learned, sinusoidal, shaw, t5, alibi, rope in both
+ *   layouts and a partial rotary dim, rope-linear, xpos): the logits of a 1-layer, 2-head model
+ *   with O(1) weights against a double-precision forward written here from the definitions
+ *   (ALiBi -m_h (i - j) with slopes 2^(-8(h+1)/H), T5 causal buckets, xPos zeta^(+-pos/gamma) on
+ *   q/k at centred positions, sinusoidal from position 0), to 2e-5 (1 + max |logit|).
  * - Causality: changing byte j leaves the logits at positions < j bit-identical (and changes
  *   those at j), for every positional encoding.
  * - Whole-model gradient: the tape gradient of the mean loss along a random unit direction of
@@ -525,11 +530,252 @@ static void test_bad_config(void **state)
     dfl_lm_free(m);
 }
 
+/* ---------------------------------------------------------------- reference forward
+ *
+ * An independent double-precision forward of the whole LM, written from the definitions (docs/LM.md
+ * table, reference/positional.md), not from the library's posenc functions: each positional
+ * encoding's wiring into the model (sign, which side is scaled, causal vs bidirectional buckets, the
+ * first position) is then checked through dfl_lm_logits. */
+
+static const float *ref_param(dfl_lm *m, const char *name)
+{
+    dfl_params *ps = dfl_lm_params(m);
+    for (int i = 0; i < ps->n; i++)
+        if (!strcmp(ps->p[i].name, name)) return ps->p[i].t->data;
+    fail_msg("no parameter %s", name);
+    return NULL;
+}
+
+/* y (T, out) = x (T, in) W^T + b, W (out, in) as PyTorch's Linear */
+static void ref_linear(const double *x, int T, int in, const float *W, const float *b, int out, double *y)
+{
+    for (int t = 0; t < T; t++)
+        for (int o = 0; o < out; o++) {
+            double s = b[o];
+            for (int i = 0; i < in; i++) s += x[t * in + i] * W[o * in + i];
+            y[t * out + o] = s;
+        }
+}
+
+static void ref_layer_norm(const double *x, int T, int D, const float *w, const float *b, double *y)
+{
+    for (int t = 0; t < T; t++) {
+        double mu = 0, var = 0;
+        for (int d = 0; d < D; d++) mu += x[t * D + d] / D;
+        for (int d = 0; d < D; d++) var += (x[t * D + d] - mu) * (x[t * D + d] - mu) / D;
+        for (int d = 0; d < D; d++) y[t * D + d] = (x[t * D + d] - mu) / sqrt(var + 1e-5) * w[d] + b[d];
+    }
+}
+
+/* RoFormer Eq. 34 on one head vector v (Dh): pair i (lanes 2i, 2i+1 interleaved; i, i + rd/2 half)
+ * turned by angle p theta^(-2i/rd) and multiplied by sc[i] (xPos) or 1. */
+static void ref_rotate(double *v, int rd, int half, double p, double theta, const double *sc)
+{
+    for (int i = 0; i < rd / 2; i++) {
+        int a = half ? i : 2 * i, b = half ? i + rd / 2 : 2 * i + 1;
+        double ang = p * pow(theta, -2.0 * i / rd), s = sc ? sc[i] : 1.0;
+        double x = v[a], y = v[b];
+        v[a] = s * (x * cos(ang) - y * sin(ang));
+        v[b] = s * (x * sin(ang) + y * cos(ang));
+    }
+}
+
+/* T5 causal bucket of the distance n = i - j >= 0 (Raffel et al.; reference 2.5, causal branch) */
+static int ref_t5_bucket(int n, int B, int M)
+{
+    int e = B / 2;
+    if (n < e) return n;
+    int v = e + (int)floor(log((double)n / e) / log((double)M / e) * (B - e));
+    return v < B - 1 ? v : B - 1;
+}
+
+static double ref_elu1(double x) { return x > 0 ? x + 1 : exp(x); }
+
+/* logits (T, 256) of one sequence */
+static void ref_lm_logits(dfl_lm *m, const int *ids, int T, double *logits)
+{
+    const dfl_lm_cfg *c = dfl_lm_config(m);
+    int D = c->dim, H = c->heads, Dh = D / H, F = c->ffn, K = c->shaw_k;
+    int rd = c->rope.rot_dim ? c->rope.rot_dim : Dh, half = c->rope.layout == DFL_ROPE_HALF;
+    double *x = calloc((size_t)T * D, sizeof *x), *h = calloc((size_t)T * D, sizeof *h);
+    double *q = calloc((size_t)T * D, sizeof *q), *k = calloc((size_t)T * D, sizeof *k);
+    double *v = calloc((size_t)T * D, sizeof *v), *a = calloc((size_t)T * D, sizeof *a);
+    double *f = calloc((size_t)T * F, sizeof *f), *y = calloc((size_t)T * (F > D ? F : D), sizeof *y);
+    double *P = calloc((size_t)T, sizeof *P);
+    const float *E = ref_param(m, "tok_emb.weight");
+    for (int t = 0; t < T; t++)
+        for (int d = 0; d < D; d++) {
+            x[t * D + d] = E[ids[t] * D + d];
+            if (c->posenc == DFL_POSENC_LEARNED) x[t * D + d] += ref_param(m, "pos_emb.weight")[t * D + d];
+            if (c->posenc == DFL_POSENC_SINUSOIDAL) { /* Vaswani 3.5, positions from 0 */
+                double w = t / pow(10000.0, (double)(d - d % 2) / D);
+                x[t * D + d] += d % 2 ? cos(w) : sin(w);
+            }
+        }
+    char nm[64];
+#define PRM(s) (snprintf(nm, sizeof nm, "blocks.%d.%s", l, s), ref_param(m, nm))
+    for (int l = 0; l < c->layers; l++) {
+        ref_layer_norm(x, T, D, PRM("ln1.weight"), PRM("ln1.bias"), h);
+        ref_linear(h, T, D, PRM("attn.q.weight"), PRM("attn.q.bias"), D, q);
+        ref_linear(h, T, D, PRM("attn.k.weight"), PRM("attn.k.bias"), D, k);
+        ref_linear(h, T, D, PRM("attn.v.weight"), PRM("attn.v.bias"), D, v);
+        const float *aK = c->posenc == DFL_POSENC_SHAW ? PRM("attn.rel_k") : NULL;
+        const float *aV = c->posenc == DFL_POSENC_SHAW ? PRM("attn.rel_v") : NULL;
+        for (int hh = 0; hh < H; hh++) {
+            /* this head's q, k (rows of Dh) after the per-position transforms */
+            double qh[64][16], kh[64][16], pq[64][16], pk[64][16];
+            assert_true(T <= 64 && Dh <= 16);
+            for (int t = 0; t < T; t++) {
+                for (int e = 0; e < Dh; e++) {
+                    qh[t][e] = q[t * D + hh * Dh + e];
+                    kh[t][e] = k[t * D + hh * Dh + e];
+                }
+                if (c->posenc == DFL_POSENC_ROPE) {
+                    ref_rotate(qh[t], rd, half, t, c->rope.theta, NULL);
+                    ref_rotate(kh[t], rd, half, t, c->rope.theta, NULL);
+                }
+                if (c->posenc == DFL_POSENC_XPOS) { /* Sun et al.: q zeta^(m/g) R_m, k zeta^(-n/g) R_n, centred */
+                    double p = t - T / 2, zq[8], zk[8];
+                    for (int i = 0; i < rd / 2; i++) {
+                        double zeta = (2.0 * i / rd + 0.4) / 1.4;
+                        zq[i] = pow(zeta, p / c->xpos_scale_base);
+                        zk[i] = pow(zeta, -p / c->xpos_scale_base);
+                    }
+                    ref_rotate(qh[t], rd, half, p, c->rope.theta, zq);
+                    ref_rotate(kh[t], rd, half, p, c->rope.theta, zk);
+                }
+                if (c->posenc == DFL_POSENC_ROPE_LINEAR) { /* RoFormer Eq. 19 */
+                    for (int e = 0; e < Dh; e++) {
+                        qh[t][e] = ref_elu1(qh[t][e]);
+                        kh[t][e] = ref_elu1(kh[t][e]);
+                        pq[t][e] = qh[t][e];
+                        pk[t][e] = kh[t][e];
+                    }
+                    ref_rotate(pq[t], rd, half, t, c->rope.theta, NULL);
+                    ref_rotate(pk[t], rd, half, t, c->rope.theta, NULL);
+                }
+            }
+            for (int i = 0; i < T; i++) {
+                double *out = a + i * D + hh * Dh;
+                for (int e = 0; e < Dh; e++) out[e] = 0;
+                if (c->posenc == DFL_POSENC_ROPE_LINEAR) {
+                    double den = 0;
+                    for (int j = 0; j <= i; j++) {
+                        double num = 0, nr = 0;
+                        for (int e = 0; e < Dh; e++) {
+                            num += pq[i][e] * pk[j][e];
+                            nr += qh[i][e] * kh[j][e];
+                        }
+                        den += nr;
+                        for (int e = 0; e < Dh; e++) out[e] += num * v[j * D + hh * Dh + e];
+                    }
+                    for (int e = 0; e < Dh; e++) out[e] /= den;
+                    continue;
+                }
+                double mx = -1e300, z = 0;
+                for (int j = 0; j <= i; j++) {
+                    double s = 0;
+                    for (int e = 0; e < Dh; e++) s += qh[i][e] * kh[j][e];
+                    if (aK) {
+                        int r = j - i < -K ? -K : j - i;
+                        for (int e = 0; e < Dh; e++) s += qh[i][e] * aK[(r + K) * Dh + e];
+                    }
+                    s /= sqrt((double)Dh);
+                    if (c->posenc == DFL_POSENC_ALIBI) s -= pow(2.0, -8.0 * (hh + 1) / H) * (i - j); /* H a power of 2 */
+                    if (c->posenc == DFL_POSENC_T5)
+                        s += ref_param(m, "t5_bias.weight")[ref_t5_bucket(i - j, c->t5_buckets, c->t5_max_distance) * H + hh];
+                    P[j] = s;
+                    mx = s > mx ? s : mx;
+                }
+                for (int j = 0; j <= i; j++) z += (P[j] = exp(P[j] - mx));
+                for (int j = 0; j <= i; j++) {
+                    int r = j - i < -K ? -K : j - i;
+                    for (int e = 0; e < Dh; e++)
+                        out[e] += P[j] / z * (v[j * D + hh * Dh + e] + (aV ? aV[(r + K) * Dh + e] : 0.0));
+                }
+            }
+        }
+        ref_linear(a, T, D, PRM("attn.o.weight"), PRM("attn.o.bias"), D, y);
+        for (int i = 0; i < T * D; i++) x[i] += y[i];
+        ref_layer_norm(x, T, D, PRM("ln2.weight"), PRM("ln2.bias"), h);
+        ref_linear(h, T, D, PRM("mlp.fc.weight"), PRM("mlp.fc.bias"), F, f);
+        for (int i = 0; i < T * F; i++) f[i] = 0.5 * f[i] * (1 + erf(f[i] / sqrt(2.0)));
+        ref_linear(f, T, F, PRM("mlp.proj.weight"), PRM("mlp.proj.bias"), D, y);
+        for (int i = 0; i < T * D; i++) x[i] += y[i];
+    }
+#undef PRM
+    ref_layer_norm(x, T, D, ref_param(m, "ln_f.weight"), ref_param(m, "ln_f.bias"), h);
+    ref_linear(h, T, D, ref_param(m, "head.weight"), ref_param(m, "head.bias"), 256, logits);
+    free(x), free(h), free(q), free(k), free(v), free(a), free(f), free(y), free(P);
+}
+
+/* A 1-layer, D 16, 2-head model (Dh 8) with O(1) weights (so positions change the logits by far
+ * more than float rounding), 2 sequences of T = 24 bytes: dfl_lm_logits against ref_lm_logits. */
+static void reference_case(dfl_posenc p, const char *what, int rot_dim, dfl_rope_layout layout)
+{
+    enum { B = 2, T = 24, D = 16 };
+    dfl_rng r;
+    dfl_rng_init(&r, 40 + (uint64_t)p);
+    dfl_lm_cfg c = dfl_lm_cfg_default();
+    c.posenc = p;
+    c.context = T;
+    c.layers = 1;
+    c.dim = D;
+    c.heads = 2;
+    c.ffn = 32;
+    c.shaw_k = 3;
+    c.t5_buckets = 8; /* causal and bidirectional buckets differ from distance 3 on */
+    c.t5_max_distance = 16;
+    c.xpos_scale_base = 8; /* a short scale so that the zeta powers are far from 1 */
+    c.rope.rot_dim = rot_dim;
+    c.rope.layout = layout;
+    dfl_lm *m = dfl_lm_new(&c, &r);
+    if (!m) fail_msg("%s: %s", what, dfl_last_error());
+    dfl_params *ps = dfl_lm_params(m);
+    for (int i = 0; i < ps->n; i++)
+        for (size_t k = 0; k < ps->p[i].t->n; k++) ps->p[i].t->data[k] = 0.5f * dfl_rng_normal(&r);
+    int ids[B * T];
+    for (int i = 0; i < B * T; i++) ids[i] = (int)dfl_rng_below(&r, 256);
+    dfl_ctx *ctx = dfl_ctx_new();
+    dfl_tensor *lg = dfl_lm_logits(ctx, m, ids, B, T);
+    if (!lg) fail_msg("%s: %s", what, dfl_last_error());
+    double *ref = malloc((size_t)T * 256 * sizeof *ref), md = 0, mx = 0;
+    for (int b = 0; b < B; b++) {
+        ref_lm_logits(m, ids + b * T, T, ref);
+        for (int i = 0; i < T * 256; i++) {
+            md = fmax(md, fabs(lg->data[(size_t)b * T * 256 + i] - ref[i]));
+            mx = fmax(mx, fabs(ref[i]));
+        }
+    }
+    if (getenv("DFL_LM_VERBOSE")) fprintf(stderr, "%s: max |logit - reference| %.3g, max |logit| %.3g\n", what, md, mx);
+    if (!(md <= 2e-5 * (1 + mx))) fail_msg("%s: logits differ from the reference forward by %g (max |logit| %g)", what, md, mx);
+    free(ref);
+    dfl_ctx_free(ctx);
+    dfl_lm_free(m);
+}
+
+static void test_reference_forward(void **state)
+{
+    (void)state;
+    reference_case(DFL_POSENC_NONE, "none", 0, DFL_ROPE_INTERLEAVED);
+    reference_case(DFL_POSENC_LEARNED, "learned", 0, DFL_ROPE_INTERLEAVED);
+    reference_case(DFL_POSENC_SINUSOIDAL, "sinusoidal", 0, DFL_ROPE_INTERLEAVED);
+    reference_case(DFL_POSENC_SHAW, "shaw", 0, DFL_ROPE_INTERLEAVED);
+    reference_case(DFL_POSENC_T5, "t5", 0, DFL_ROPE_INTERLEAVED);
+    reference_case(DFL_POSENC_ALIBI, "alibi", 0, DFL_ROPE_INTERLEAVED);
+    reference_case(DFL_POSENC_ROPE, "rope interleaved", 0, DFL_ROPE_INTERLEAVED);
+    reference_case(DFL_POSENC_ROPE, "rope half, rotary dim 4", 4, DFL_ROPE_HALF);
+    reference_case(DFL_POSENC_ROPE_LINEAR, "rope-linear", 0, DFL_ROPE_INTERLEAVED);
+    reference_case(DFL_POSENC_XPOS, "xpos", 0, DFL_ROPE_INTERLEAVED);
+    reference_case(DFL_POSENC_XPOS, "xpos half", 0, DFL_ROPE_HALF);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_init_loss),
         cmocka_unit_test(test_causal),
+        cmocka_unit_test(test_reference_forward),
         cmocka_unit_test(test_gradcheck),
         cmocka_unit_test(test_layout_equivalence),
         cmocka_unit_test(test_eval_protocol),
