@@ -126,19 +126,31 @@ expect_error "missing text" "$T/none.txt" -- "$BIN" lm train --text "$T/none.txt
 expect_error "directory as text" "directory" -- "$BIN" lm train --text "$T" --out "$T/x3"
 expect_error "text too short" "too few" -- "$BIN" lm train --text "$T/text.txt" --context 20000 --out "$T/x4"
 expect_error "unknown posenc" "--posenc" -- "$BIN" lm train --posenc rotary --text "$T/text.txt" --out "$T/x5"
-expect_error "learned table" "learned table" -- "$BIN" lm train --posenc learned --context 64 --max-positions 32 --text "$T/text.txt" --out "$T/x6"
+expect_error "learned table" "learned table of 32 positions (--context / --max-positions)" -- "$BIN" lm train --posenc learned --context 64 --max-positions 32 --text "$T/text.txt" --out "$T/x6"
 expect_error "odd head dim" "head dimension" -- "$BIN" lm train --posenc rope --dim 28 --heads 4 --text "$T/text.txt" --out "$T/x7"
 expect_error "odd rotary dim" "--rotary-dim" -- "$BIN" lm train --posenc rope --rotary-dim 7 --text "$T/text.txt" --out "$T/x8"
 expect_error "rotary dim > head" "rotary" -- "$BIN" lm train --posenc rope --rotary-dim 64 --text "$T/text.txt" --out "$T/x9"
 expect_error "rope flag on alibi" "--rope-theta" -- "$BIN" lm train --posenc alibi --rope-theta 500 --text "$T/text.txt" --out "$T/x10"
 expect_error "heads divide dim" "--heads" -- "$BIN" lm train --dim 30 --heads 4 --text "$T/text.txt" --out "$T/x11"
+# the flag named is the one behind the failing check, not one picked by the encoding
+expect_error "xpos with scaling" "not xpos (--rope-scaling)" -- "$BIN" lm train --posenc xpos --rope-scaling ntk --rope-factor 2 \
+  --text "$T/text.txt" --out "$T/x17"
+expect_error "sinusoidal odd dim" "even dim, not 15 (--dim)" -- "$BIN" lm train --posenc sinusoidal --dim 15 --heads 3 \
+  --text "$T/text.txt" --out "$T/x18"
+expect_error "odd head dim names --dim / --heads" "(--dim / --heads)" -- "$BIN" lm train --posenc rope --dim 28 --heads 4 \
+  --text "$T/text.txt" --out "$T/x19"
+# unreadable text: the OS's reason (reading /proc/self/mem from offset 0 fails with EIO)
+expect_error "unreadable text" "cannot read text file /proc/self/mem: [A-Za-z]" -- "$BIN" lm train --text /proc/self/mem --out "$T/x20"
+expect_error "missing text names the reason" "none.txt: No such file" -- "$BIN" lm train --text "$T/none.txt" --out "$T/x21"
+expect_error "empty eval text" "text file $T/empty.txt is empty (--text)" -- \
+  "$BIN" lm eval --ckpt "$T/rope/model.safetensors" --text "$T/empty.txt" --threads 1
 expect_error "unknown lm command" "frob" -- "$BIN" lm frob
 expect_error "no ckpt" "--ckpt" -- "$BIN" lm generate
 expect_error "not an lm ckpt" "difflow-lm" -- "$BIN" lm eval --ckpt "$T/rope/train_state.safetensors"
 expect_error "learned window" "learned table" -- "$BIN" lm generate --ckpt "$T/learned/model.safetensors" --window 64
 expect_error "scaling on learned" "--rope-scaling" -- "$BIN" lm eval --ckpt "$T/learned/model.safetensors" --rope-scaling ntk --rope-factor 2
 expect_error "bad temperature" "--temperature" -- "$BIN" lm generate --ckpt "$T/rope/model.safetensors" --temperature 0
-for i in $(seq 1 16); do [ -e "$T/x$i" ] && fail "a refused run created $T/x$i"; done
+for i in $(seq 1 21); do [ -e "$T/x$i" ] && fail "a refused run created $T/x$i"; done
 
 if [ $nfail -ne 0 ]; then echo "$nfail failure(s)"; exit 1; fi
 echo "all lm CLI checks passed"

@@ -103,6 +103,25 @@ static int apply_rope_flags(arg_spec *specs, const rope_flags *rf, dfl_lm_cfg *c
     return 0;
 }
 
+/* The flag to name for a config that dfl_lm_cfg_check refused: the setting of the first of its
+ * checks that c fails, in that function's order. The settings checked before it here (context,
+ * layers, dim, heads, ffn, the YaRN and RoPE flags' ranges) never reach it. Overwrites the last
+ * error (dfl_rope_rot_dim): copy the message first. */
+static const char *cfg_check_flag(const dfl_lm_cfg *c, int rotary_dim_seen)
+{
+    int Dh = c->dim / c->heads;
+    if (dfl_posenc_uses_rope(c->posenc)) {
+        if (dfl_rope_rot_dim(&c->rope, Dh) < 0) return rotary_dim_seen ? "--rotary-dim / --heads" : "--dim / --heads";
+        if (c->posenc == DFL_POSENC_XPOS && c->rope.scaling != DFL_ROPE_SCALE_NONE) return "--rope-scaling";
+    }
+    switch (c->posenc) {
+    case DFL_POSENC_LEARNED: return "--context / --max-positions";
+    case DFL_POSENC_SINUSOIDAL: return "--dim";
+    case DFL_POSENC_SHAW: return "--shaw-k";
+    default: return "--posenc";
+    }
+}
+
 #define ROPE_TRAIN_SPECS(rf)                                                                                            \
     {"--rope-layout", NULL, ARG_STR, &(rf).layout, "L", "rope/rope-linear/xpos: interleaved (RoFormer) or half (NeoX)", 0}, \
         {"--rotary-dim", NULL, ARG_INT, &(rf).rotary_dim, "N", "rotated lanes per head, even (default: the head dimension)", 0}, \
@@ -304,10 +323,9 @@ static int lm_train(int argc, char **argv)
     int rc = apply_rope_flags(specs, &rf, &c);
     if (rc) return rc;
     if (dfl_lm_cfg_check(&c)) {
-        const char *flag = c.posenc == DFL_POSENC_LEARNED && strstr(dfl_last_error(), "learned") ? "--context"
-                           : dfl_posenc_uses_rope(c.posenc)                                       ? "--rotary-dim / --heads"
-                                                                                                  : "--posenc";
-        return lm_fail(2, "%s (%s)", dfl_last_error(), flag);
+        char m[512];
+        snprintf(m, sizeof m, "%s", dfl_last_error());
+        return lm_fail(2, "%s (%s)", m, cfg_check_flag(&c, args_find(specs, "--rotary-dim")->seen));
     }
     if (o.steps < 1) return lm_fail(2, "--steps must be >= 1");
     if (o.batch < 1 || o.batch > 4096) return lm_fail(2, "--batch must be in 1..4096");

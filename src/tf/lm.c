@@ -2,6 +2,7 @@
 #include "difflow/lm.h"
 
 #include <dirent.h>
+#include <errno.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -667,10 +668,13 @@ dfl_status dfl_lm_load(const char *path, dfl_lm **out, long *step, char **meta_t
 
 size_t dfl_lm_split(size_t n) { return (size_t)((double)n * 0.9); }
 
+/* Appends the bytes of path to buf. 0, -2 out of memory, or the errno of the failed open or read
+ * (EIO when the C library left errno at 0). */
 static int append_file(const char *path, uint8_t **buf, size_t *n, size_t *cap)
 {
+    errno = 0;
     FILE *f = fopen(path, "rb");
-    if (!f) return -1;
+    if (!f) return errno ? errno : EIO;
     for (;;) {
         if (*cap - *n < 65536) {
             size_t nc = *cap ? *cap * 2 : 1 << 20;
@@ -682,13 +686,14 @@ static int append_file(const char *path, uint8_t **buf, size_t *n, size_t *cap)
             *buf = nb;
             *cap = nc;
         }
+        errno = 0;
         size_t r = fread(*buf + *n, 1, *cap - *n, f);
         *n += r;
         if (r == 0) break;
     }
-    int err = ferror(f);
+    int err = ferror(f) ? (errno ? errno : EIO) : 0;
     fclose(f);
-    return err ? -1 : 0;
+    return err;
 }
 
 static int name_cmp(const void *a, const void *b) { return strcmp(*(char *const *)a, *(char *const *)b); }
@@ -713,7 +718,7 @@ dfl_status dfl_lm_corpus_load(const char *path, uint8_t **data, size_t *n)
         if (r) {
             free(buf);
             return r == -2 ? dfl_fail(DFL_ERR_NOMEM, "%s: out of memory", path)
-                           : dfl_fail(DFL_ERR_IO, "cannot read text file %s", path);
+                           : dfl_fail(DFL_ERR_IO, "cannot read text file %s: %s", path, strerror(r));
         }
         if (len == 0) {
             free(buf);
@@ -747,7 +752,7 @@ dfl_status dfl_lm_corpus_load(const char *path, uint8_t **data, size_t *n)
         snprintf(p, sizeof p, "%s/%s", DFL_FORTUNES_DIR, names[i]);
         if (stat(p, &sb) || !S_ISREG(sb.st_mode)) continue;
         int r = append_file(p, &buf, &len, &cap);
-        if (r) st = r == -2 ? dfl_fail(DFL_ERR_NOMEM, "%s: out of memory", p) : dfl_fail(DFL_ERR_IO, "cannot read %s", p);
+        if (r) st = r == -2 ? dfl_fail(DFL_ERR_NOMEM, "%s: out of memory", p) : dfl_fail(DFL_ERR_IO, "cannot read %s: %s", p, strerror(r));
     }
     for (int i = 0; i < nn; i++) free(names[i]);
     free(names);
