@@ -503,9 +503,9 @@ static int lm_train(int argc, char **argv)
         }
         if (g_lm_stop) {
             dfl_progress_end(&prog);
-            lm_fail(130, "interrupted by signal %d at step %ld; checkpoint saved in %s, continue with --resume", (int)g_lm_stop, step,
+            lm_fail(128 + (int)g_lm_stop, "interrupted by signal %d at step %ld; checkpoint saved in %s, continue with --resume", (int)g_lm_stop, step,
                     outdir);
-            rc = 130;
+            rc = 128 + (int)g_lm_stop; /* 130 for Ctrl-C, 143 for SIGTERM */
             goto done;
         }
     }

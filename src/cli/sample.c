@@ -91,7 +91,7 @@ int cmd_sample(int argc, char **argv)
         {"--s-tmax", NULL, ARG_FLOAT, &s_tmax, "X", "edm: churn only for sigma/alpha <= X (default inf)", 0},
         {"--s-noise", NULL, ARG_FLOAT, &s_noise, "X", "edm: S_noise (1)", 0},
         {"--snr", NULL, ARG_FLOAT, &snr, "X", "pc, ald: Langevin signal-to-noise ratio (0.16)", 0},
-        {"--corrector-steps", NULL, ARG_INT, &corrector_steps, "M", "pc, ald: Langevin steps per level (pc 1, ald 10)",
+        {"--corrector-steps", NULL, ARG_INT, &corrector_steps, "M", "pc, ald: Langevin steps per level (default: pc 1, ald 10)",
          0},
         {"--predictor", NULL, ARG_STR, &predictor, "NAME",
          "pc: reverse-diffusion, euler-maruyama, ancestral or none (corrector only)", 0},

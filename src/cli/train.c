@@ -389,6 +389,14 @@ static int fail_cli(const char *what)
     return 1;
 }
 
+/* An invalid command line (a flag, a value, a combination): the same one line, exit status 2,
+ * as for the other commands; exit status 1 is kept for runs that fail (files, numerics). */
+static int fail_usage(const char *what)
+{
+    fail_cli(what);
+    return 2;
+}
+
 int cmd_reflow(int argc, char **argv)
 {
     int has = 0, help = 0;
@@ -566,8 +574,8 @@ int cmd_train(int argc, char **argv)
     if (o.reflow_from) {
         if (args_find(specs, "--data")->seen || args_find(specs, "--method")->seen || args_find(specs, "--pred")->seen ||
             args_find(specs, "--posenc")->seen)
-            return fail_cli("reflow takes the data, method and architecture of --reflow-from; drop --data/--method/--pred/--posenc");
-        if (cli_flow_flags_seen(specs)) return fail_cli(cli_flow_flags_refusal(specs, "fm"));
+            return fail_usage("reflow takes the data, method and architecture of --reflow-from; drop --data/--method/--pred/--posenc");
+        if (cli_flow_flags_seen(specs)) return fail_usage(cli_flow_flags_refusal(specs, "fm"));
         if (dfl_model_load(o.reflow_from, &teacher, &tinfo)) {
             snprintf(msg, sizeof msg, "%s (--reflow-from)", dfl_last_error());
             return fail_cli(msg);
@@ -576,7 +584,7 @@ int cmd_train(int argc, char **argv)
             dfl_net_free(teacher.net);
             snprintf(msg, sizeof msg, "%s: reflow needs a flow-matching model (method fm, pred velocity), not %s (--reflow-from)",
                      o.reflow_from, dfl_family_name(teacher.proc.family));
-            return fail_cli(msg);
+            return fail_usage(msg);
         }
         static char tdata[256], tarch[32];
         snprintf(tdata, sizeof tdata, "%s", tinfo.data);
@@ -586,10 +594,10 @@ int cmd_train(int argc, char **argv)
         o.method = "fm";
         if (o.pair_steps < 1) {
             dfl_net_free(teacher.net);
-            return fail_cli("--pair-steps must be >= 1");
+            return fail_usage("--pair-steps must be >= 1");
         }
     } else if (args_find(specs, "--pairs")->seen || args_find(specs, "--pair-steps")->seen) {
-        return fail_cli("--pairs and --pair-steps are for reflow (difflow reflow --ckpt FILE)");
+        return fail_usage("--pairs and --pair-steps are for reflow (difflow reflow --ckpt FILE)");
     }
     /* Normalizing flows (nice, realnvp, glow) take the flow flags and refuse the diffusion ones;
      * cnf is flow matching with velocity prediction (a continuous normalizing flow), recorded as
@@ -601,10 +609,10 @@ int cmd_train(int argc, char **argv)
             if (args_find(specs, diffusion_only[i])->seen) {
                 snprintf(msg, sizeof msg, "%s applies to diffusion and flow-matching methods, not the normalizing flow %s (%s)",
                          diffusion_only[i], o.method, diffusion_only[i]);
-                return fail_cli(msg);
+                return fail_usage(msg);
             }
     } else if (cli_flow_flags_seen(specs)) {
-        return fail_cli(cli_flow_flags_refusal(specs, o.method));
+        return fail_usage(cli_flow_flags_refusal(specs, o.method));
     }
     dfl_family fam = DFL_FAMILY_FM;
     dfl_process proc;
@@ -614,7 +622,7 @@ int cmd_train(int argc, char **argv)
             snprintf(msg, sizeof msg,
                      "unknown method '%s' (known: fm, edm, vp, subvp, ve, ddpm; flows nice, realnvp, glow, cnf) (--method)",
                      o.method);
-            return fail_cli(msg);
+            return fail_usage(msg);
         }
         /* The process: family defaults, then the explicit parameterization / schedule / OT flags,
          * each checked against the method with one error line. */
@@ -622,24 +630,24 @@ int cmd_train(int argc, char **argv)
         if (o.pred) {
             if (dfl_pred_parse(o.pred, &proc.pred)) {
                 snprintf(msg, sizeof msg, "%s (--pred)", dfl_last_error());
-                return fail_cli(msg);
+                return fail_usage(msg);
             }
             if (is_cnf && proc.pred != DFL_PRED_VELOCITY) {
                 snprintf(msg, sizeof msg, "--method cnf is flow matching with velocity prediction; for --pred %s use --method fm (--pred)",
                          o.pred);
-                return fail_cli(msg);
+                return fail_usage(msg);
             }
-            if (dfl_pred_check(&proc, proc.pred)) return fail_cli(dfl_last_error());
+            if (dfl_pred_check(&proc, proc.pred)) return fail_usage(dfl_last_error());
         }
         if (o.ddpm_schedule) {
             dfl_ddpm_schedule dsch;
             if (fam != DFL_FAMILY_DDPM) {
                 snprintf(msg, sizeof msg, "--ddpm-schedule applies to --method ddpm only, not %s", o.method);
-                return fail_cli(msg);
+                return fail_usage(msg);
             }
             if (dfl_ddpm_schedule_parse(o.ddpm_schedule, &dsch)) {
                 snprintf(msg, sizeof msg, "%s (--ddpm-schedule)", dfl_last_error());
-                return fail_cli(msg);
+                return fail_usage(msg);
             }
             dfl_process_set_ddpm(&proc, dsch);
         }
@@ -647,7 +655,7 @@ int cmd_train(int argc, char **argv)
             if (fam != DFL_FAMILY_FM || proc.pred != DFL_PRED_VELOCITY) {
                 snprintf(msg, sizeof msg, "--ot (minibatch OT flow matching) needs --method fm with --pred velocity, not %s/%s",
                          o.method, dfl_pred_name(proc.pred));
-                return fail_cli(msg);
+                return fail_usage(msg);
             }
             proc.fm_ot = 1;
         }
@@ -655,7 +663,11 @@ int cmd_train(int argc, char **argv)
     int is_images = strcmp(o.data, "fashion-mnist") == 0;
     if (!is_images && !dfl_toy_known(o.data)) {
         snprintf(msg, sizeof msg, "unknown dataset '%s' (--data; known: fashion-mnist, moons, 8gaussians, checkerboard)", o.data);
-        return fail_cli(msg);
+        return fail_usage(msg);
+    }
+    if (!is_images && o.data_dir) {
+        snprintf(msg, sizeof msg, "--data-dir applies to --data fashion-mnist, not the generated 2-D data '%s' (--data-dir)", o.data);
+        return fail_usage(msg);
     }
     dfl_arch_cfg ac;
     memset(&ac, 0, sizeof ac);
@@ -666,20 +678,20 @@ int cmd_train(int argc, char **argv)
         if (strcmp(o.preset, "dit") == 0) o.preset = "fmnist-dit-s";
         if (dfl_arch_preset(o.preset, &ac)) {
             snprintf(msg, sizeof msg, "%s (--preset)", dfl_last_error());
-            return fail_cli(msg);
+            return fail_usage(msg);
         }
         if ((ac.arch != DFL_ARCH_MLP) != is_images) {
             snprintf(msg, sizeof msg, "preset '%s' does not fit data '%s' (--preset: fmnist-unet-s or fmnist-dit-s for images, toy-mlp for 2-D)",
                      o.preset, o.data);
-            return fail_cli(msg);
+            return fail_usage(msg);
         }
         if (o.posenc && ac.arch != DFL_ARCH_DIT) {
             snprintf(msg, sizeof msg, "--posenc applies to --arch dit (fmnist-dit-s), not %s (--posenc)", o.preset);
-            return fail_cli(msg);
+            return fail_usage(msg);
         }
         if (o.posenc && dfl_dit_posenc_parse(o.posenc, &ac.posenc)) {
             snprintf(msg, sizeof msg, "%s (--posenc)", dfl_last_error());
-            return fail_cli(msg);
+            return fail_usage(msg);
         }
         if (o.reflow_from) { /* the student is the teacher's network */
             ac.posenc = dfl_net_cfg(teacher.net)->posenc;
@@ -687,17 +699,17 @@ int cmd_train(int argc, char **argv)
         }
     }
     /* Flags given explicitly are validated as given; only absent ones take computed defaults. */
-    if (args_find(specs, "--steps")->seen && o.steps < 1) return fail_cli("--steps must be >= 1");
-    if (args_find(specs, "--batch")->seen && (o.batch < 1 || o.batch > 65536)) return fail_cli("--batch must be in 1..65536");
-    if (args_find(specs, "--lr")->seen && !(o.lr > 0)) return fail_cli("--lr must be > 0");
-    if (args_find(specs, "--warmup")->seen && o.warmup < 0) return fail_cli("--warmup must be >= 0");
-    if (args_find(specs, "--ema-halflife")->seen && o.ema_halflife < 0) return fail_cli("--ema-halflife must be >= 0");
-    if (args_find(specs, "--log-every")->seen && o.log_every < 1) return fail_cli("--log-every must be >= 1");
-    if (args_find(specs, "--ckpt-every")->seen && o.ckpt_every < 1) return fail_cli("--ckpt-every must be >= 1");
-    if (o.clip < 0) return fail_cli("--clip must be >= 0");
-    if (o.n_samples < 0 || o.n_samples > 100000) return fail_cli("--samples must be in 0..100000");
-    if (o.sample_steps < 1) return fail_cli("--sample-steps must be >= 1");
-    if (o.threads < 0) return fail_cli("--threads must be >= 0");
+    if (args_find(specs, "--steps")->seen && o.steps < 1) return fail_usage("--steps must be >= 1");
+    if (args_find(specs, "--batch")->seen && (o.batch < 1 || o.batch > 65536)) return fail_usage("--batch must be in 1..65536");
+    if (args_find(specs, "--lr")->seen && !(o.lr > 0)) return fail_usage("--lr must be > 0");
+    if (args_find(specs, "--warmup")->seen && o.warmup < 0) return fail_usage("--warmup must be >= 0");
+    if (args_find(specs, "--ema-halflife")->seen && o.ema_halflife < 0) return fail_usage("--ema-halflife must be >= 0");
+    if (args_find(specs, "--log-every")->seen && o.log_every < 1) return fail_usage("--log-every must be >= 1");
+    if (args_find(specs, "--ckpt-every")->seen && o.ckpt_every < 1) return fail_usage("--ckpt-every must be >= 1");
+    if (o.clip < 0) return fail_usage("--clip must be >= 0");
+    if (o.n_samples < 0 || o.n_samples > 100000) return fail_usage("--samples must be in 0..100000");
+    if (o.sample_steps < 1) return fail_usage("--sample-steps must be >= 1");
+    if (o.threads < 0) return fail_usage("--threads must be >= 0");
     if (is_flow)
         cli_flow_train_defaults(o.method, is_images, &o.steps, &o.batch, &o.lr, args_find(specs, "--steps")->seen,
                                 args_find(specs, "--batch")->seen, args_find(specs, "--lr")->seen);
@@ -1047,7 +1059,7 @@ int cmd_train(int argc, char **argv)
             snprintf(msg, sizeof msg, "interrupted by signal %d at step %ld; checkpoint saved in %s, continue with --resume",
                      (int)g_stop_signal, step, outdir);
             fail_cli(msg);
-            rc = 130;
+            rc = 128 + (int)g_stop_signal; /* 130 for Ctrl-C, 143 for SIGTERM */
             goto done;
         }
     }
