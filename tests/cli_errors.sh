@@ -54,7 +54,7 @@ expect_error "missing ckpt" "$T/none.safetensors" -- "$BIN" sample --ckpt "$T/no
 head -c 100 "$CK" > "$T/trunc.safetensors"
 expect_error "truncated ckpt" "trunc.safetensors" -- "$BIN" sample --ckpt "$T/trunc.safetensors"
 printf 'garbage that is not a checkpoint at all......' > "$T/garbage.safetensors"
-expect_error "garbage ckpt" "garbage.safetensors" -- "$BIN" info --ckpt "$T/garbage.safetensors"
+expect_error "garbage ckpt" "garbage.safetensors: not a safetensors file" -- "$BIN" info --ckpt "$T/garbage.safetensors"
 # Another model's checkpoint: a toy-mlp's tensors under a config claiming fmnist-unet-s.
 python3 - "$CK" "$T/other.safetensors" <<'PY'
 import json, struct, sys

@@ -530,6 +530,16 @@ dfl_status dfl_safetensors_open(const char *path, dfl_st_file **out)
     }
     uint64_t hsize = 0;
     for (int b = 7; b >= 0; b--) hsize = (hsize << 8) | h8[b];
+    int brace = fgetc(fp); /* a safetensors header is a JSON object: '{' right after the length */
+    if ((hsize > ST_MAX_HEADER || hsize > fsize - 8) && brace != '{') {
+        st = dfl_fail(DFL_ERR_FORMAT, "%s: not a safetensors file (no 8-byte header length followed by a JSON "
+                      "header)", path);
+        goto fail;
+    }
+    if (brace == EOF || fseek(fp, 8, SEEK_SET) != 0) {
+        st = dfl_fail(DFL_ERR_FORMAT, "%s: truncated: no header after the 8-byte length", path);
+        goto fail;
+    }
     if (hsize > ST_MAX_HEADER) {
         st = dfl_fail(DFL_ERR_FORMAT, "%s: header size %llu exceeds the 100 MB limit", path,
                       (unsigned long long)hsize);
