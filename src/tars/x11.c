@@ -11,11 +11,17 @@
 #include <string.h>
 #include <sys/ipc.h>
 #include <sys/shm.h>
+#include <time.h>
 
 #include "util.h"
 
 #define SCRATCH_MAX 256
-#define REBIND_WAIT_MS 100
+#define LEVELS 2 /* keysyms per spare keycode: level 0 typed plain, level 1 with Shift */
+#define SLOT_MAX (LEVELS * SCRATCH_MAX)
+/* A slot (a level of a spare keycode) whose key event reached the server less than REBIND_WAIT_MS ago is not
+ * rebound: X clients look keysyms up when they process an event, so a client that has not read the event yet
+ * would decode the new keysym. */
+#define REBIND_WAIT_MS 500
 #define BIND_WAIT_MS 30
 
 struct tars_x11 {
@@ -25,13 +31,28 @@ struct tars_x11 {
   int w, h;
   int shm_ok, used_shm;
   int min_kc, max_kc;
-  /* scratch keycodes (all keysyms NoSymbol at open) and the keysym each is bound to now */
+  /* spare keycodes (all keysyms NoSymbol at open); slot s is level s % levels of keycode scratch[s / levels]:
+   * the keysym bound there now, when it was last chosen (clock), when a key event last used it (monotonic ms,
+   * 0 = never) */
   KeyCode scratch[SCRATCH_MAX];
-  KeySym bound[SCRATCH_MAX];
-  unsigned long stamp[SCRATCH_MAX], clock;
-  unsigned char used[SCRATCH_MAX]; /* pressed since the last rebinding pause */
-  int nscratch, any_bound;
+  KeySym bound[SLOT_MAX];
+  unsigned long stamp[SLOT_MAX], clock;
+  long long pressed_at[SLOT_MAX];
+  int nscratch, levels, nslots, any_bound;
 };
+
+static long long now_ms(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* Milliseconds until slot s may be rebound (0 = now). */
+static long rebind_wait(const struct tars_x11 *x, int s, long long now) {
+  if (!x->pressed_at[s]) return 0;
+  long long left = x->pressed_at[s] + REBIND_WAIT_MS - now;
+  return left > 0 ? (long)left : 0;
+}
 
 static int x_error_code;
 static int on_x_error(Display *d, XErrorEvent *e) {
@@ -81,7 +102,10 @@ tars_x11 *tars_x11_open(const char *display_name, char *err, int errlen) {
     if (empty) x->scratch[x->nscratch++] = (KeyCode)kc;
   }
   if (map) XFree(map);
-  if (getenv("TARS_DEBUG_KEYS")) fprintf(stderr, "tars: %d spare keycodes\n", x->nscratch);
+  /* the second level needs a Shift key to reach it */
+  x->levels = XKeysymToKeycode(dpy, XK_Shift_L) ? LEVELS : 1;
+  x->nslots = x->nscratch * x->levels;
+  if (getenv("TARS_DEBUG_KEYS")) fprintf(stderr, "tars: %d spare keycodes, %d slots\n", x->nscratch, x->nslots);
   XSetErrorHandler(on_x_error);
   return x;
 }
@@ -91,12 +115,17 @@ void tars_x11_close(tars_x11 *x) {
   if (x->any_bound) {
     /* let clients read the events that used the bindings before they go */
     XSync(x->dpy, False);
-    tars_sleep_ms(100);
-    for (int i = 0; i < x->nscratch; i++)
-      if (x->bound[i] != NoSymbol) {
-        KeySym none[2] = {NoSymbol, NoSymbol};
-        XChangeKeyboardMapping(x->dpy, x->scratch[i], 2, none, 1);
-      }
+    long wait = 0;
+    long long t = now_ms();
+    for (int s = 0; s < x->nslots; s++)
+      if (rebind_wait(x, s, t) > wait) wait = rebind_wait(x, s, t);
+    tars_sleep_ms(wait);
+    KeySym none[LEVELS] = {NoSymbol, NoSymbol};
+    for (int i = 0; i < x->nscratch; i++) {
+      int any = 0;
+      for (int l = 0; l < x->levels; l++) any |= x->bound[i * x->levels + l] != NoSymbol;
+      if (any) XChangeKeyboardMapping(x->dpy, x->scratch[i], x->levels, none, 1);
+    }
     XSync(x->dpy, False);
   }
   XCloseDisplay(x->dpy);
@@ -251,21 +280,25 @@ static KeyCode keymap_lookup(tars_x11 *x, KeySym ks, int *shift) {
 }
 
 static int bound_slot(const tars_x11 *x, KeySym ks) {
-  for (int i = 0; i < x->nscratch; i++)
+  for (int i = 0; i < x->nslots; i++)
     if (x->bound[i] == ks) return i;
   return -1;
 }
 
-/* Puts every keysym of ks[0..n) that the keymap lacks on a spare keycode, changing the keyboard mapping in
- * one go: before changing keycodes pressed since the last pause, XSync and wait REBIND_WAIT_MS so clients
- * read the events that used them; after the change, XSync and wait BIND_WAIT_MS so clients have the new map
- * before the first key event (Xlib clients refresh their keymap from the MappingNotify lazily). Returns 0,
- * or -1 when the keysyms outnumber the spare keycodes. */
+/* Puts every keysym of ks[0..n) that the keymap lacks into a slot (a level of a spare keycode), changing
+ * the keyboard mapping in one go. Keysyms already in a slot stay there; a new one takes, in this order of
+ * preference, an empty slot, a slot that may be rebound now, or the slot whose REBIND_WAIT_MS runs out
+ * first (least recently chosen among equals; level 0 before level 1); tars waits (after XSync) until every
+ * slot it rebinds has had REBIND_WAIT_MS since its last key event. After the change, XSync and a
+ * BIND_WAIT_MS pause so clients have the new map before the first key event (Xlib clients refresh their
+ * keymap from the MappingNotify lazily). Returns 0, or -1 when the keysyms outnumber the slots. */
 static int ensure_bound(tars_x11 *x, const KeySym *ks, int n) {
-  unsigned char keep[SCRATCH_MAX] = {0};
-  KeySym assign[SCRATCH_MAX];
-  int shift, changes = 0, pressed = 0;
-  for (int i = 0; i < x->nscratch; i++) assign[i] = NoSymbol;
+  unsigned char keep[SLOT_MAX] = {0};
+  KeySym assign[SLOT_MAX];
+  int shift, changes = 0;
+  long wait = 0;
+  long long now = now_ms();
+  for (int i = 0; i < x->nslots; i++) assign[i] = NoSymbol;
   for (int i = 0; i < n; i++) {
     int s = bound_slot(x, ks[i]);
     if (s >= 0) keep[s] = 1;
@@ -273,54 +306,72 @@ static int ensure_bound(tars_x11 *x, const KeySym *ks, int n) {
   for (int i = 0; i < n; i++) {
     if (keymap_lookup(x, ks[i], &shift) || bound_slot(x, ks[i]) >= 0) continue;
     int dup = 0;
-    for (int j = 0; j < x->nscratch; j++)
+    for (int j = 0; j < x->nslots; j++)
       if (assign[j] == ks[i]) dup = 1;
     if (dup) continue;
-    int slot = -1; /* an unbound spare keycode first, else the least recently used one not needed now */
-    for (int j = 0; j < x->nscratch && slot < 0; j++)
-      if (!keep[j] && x->bound[j] == NoSymbol && assign[j] == NoSymbol) slot = j;
-    for (int j = 0; j < x->nscratch; j++)
-      if (!keep[j] && assign[j] == NoSymbol && (slot < 0 || (x->bound[slot] != NoSymbol && x->stamp[j] < x->stamp[slot])))
+    int slot = -1;
+    long best = 0;
+    for (int j = 0; j < x->nslots; j++) {
+      if (keep[j] || assign[j] != NoSymbol) continue;
+      long w = rebind_wait(x, j, now);
+      /* rank: empty < free now < waiting (shorter first); then older choice, then lower level */
+      long rank = x->bound[j] == NoSymbol ? 0 : w == 0 ? 1 : 2 + w;
+      if (slot < 0 || rank < best ||
+          (rank == best && (x->stamp[j] < x->stamp[slot] ||
+                            (x->stamp[j] == x->stamp[slot] && j % x->levels < slot % x->levels)))) {
         slot = j;
+        best = rank;
+      }
+    }
     if (slot < 0) return -1;
     keep[slot] = 1;
     assign[slot] = ks[i];
     changes++;
-    pressed |= x->used[slot];
+    if (rebind_wait(x, slot, now) > wait) wait = rebind_wait(x, slot, now);
   }
   if (!changes) return 0;
-  if (pressed) {
+  if (wait) {
     XSync(x->dpy, False);
-    tars_sleep_ms(REBIND_WAIT_MS);
-    memset(x->used, 0, sizeof x->used);
+    tars_sleep_ms(wait);
   }
-  for (int j = 0; j < x->nscratch; j++)
-    if (assign[j] != NoSymbol) {
-      KeySym syms[2] = {assign[j], assign[j]};
-      XChangeKeyboardMapping(x->dpy, x->scratch[j], 2, syms, 1);
-      x->bound[j] = assign[j];
+  for (int k = 0; k < x->nscratch; k++) {
+    int touched = 0;
+    KeySym syms[LEVELS];
+    for (int l = 0; l < x->levels; l++) {
+      int s = k * x->levels + l;
+      if (assign[s] != NoSymbol) {
+        x->bound[s] = assign[s];
+        x->pressed_at[s] = 0;
+        touched = 1;
+      }
+      syms[l] = x->bound[s];
     }
+    if (touched) XChangeKeyboardMapping(x->dpy, x->scratch[k], x->levels, syms, 1);
+  }
   x->any_bound = 1;
   XSync(x->dpy, False);
   tars_sleep_ms(BIND_WAIT_MS);
   return 0;
 }
 
-/* Keycode and Shift need of a keysym, binding a spare keycode when the keymap lacks it. 0 when impossible. */
-static KeyCode keycode_for(tars_x11 *x, KeySym ks, int *shift) {
+/* Keycode and Shift need of a keysym, binding a slot when the keymap lacks it; *slot gets the slot or -1.
+ * 0 when impossible. */
+static KeyCode keycode_for(tars_x11 *x, KeySym ks, int *shift, int *slot) {
+  *slot = -1;
   KeyCode kc = keymap_lookup(x, ks, shift);
   if (kc) return kc;
   if (bound_slot(x, ks) < 0 && ensure_bound(x, &ks, 1)) return 0;
-  int slot = bound_slot(x, ks);
-  if (slot < 0) return 0;
-  x->stamp[slot] = ++x->clock;
-  x->used[slot] = 1;
-  return x->scratch[slot];
+  int s = bound_slot(x, ks);
+  if (s < 0) return 0;
+  x->stamp[s] = ++x->clock;
+  *slot = s;
+  *shift = s % x->levels;
+  return x->scratch[s / x->levels];
 }
 
 static int key_event(tars_x11 *x, KeySym ks, int down, char *err, int errlen) {
-  int shift;
-  KeyCode kc = keycode_for(x, ks, &shift);
+  int shift, slot;
+  KeyCode kc = keycode_for(x, ks, &shift, &slot);
   if (!kc) {
     snprintf(err, errlen, "no keycode for keysym 0x%lx", (unsigned long)ks);
     return -1;
@@ -329,6 +380,7 @@ static int key_event(tars_x11 *x, KeySym ks, int down, char *err, int errlen) {
   if (down && sh) XTestFakeKeyEvent(x->dpy, sh, True, CurrentTime);
   XTestFakeKeyEvent(x->dpy, kc, down ? True : False, CurrentTime);
   if (!down && sh) XTestFakeKeyEvent(x->dpy, sh, False, CurrentTime);
+  if (slot >= 0) x->pressed_at[slot] = now_ms();
   return 0;
 }
 
@@ -364,7 +416,9 @@ static int type_text(tars_x11 *x, const char *s, int enter, char *err, int errle
     else ks[m++] = (KeySym)(0x01000000UL + cp);
   }
   if (enter) ks[m++] = XK_Return;
-  /* batches with at most as many distinct missing keysyms as there are spare keycodes, bound together */
+  /* Batches with at most as many distinct missing keysyms as there are slots, each bound in one go: a text
+   * that fits (2 per spare keycode, keysyms already bound reused) never rebinds a slot it used; a longer one
+   * rebinds slots of the previous batch REBIND_WAIT_MS after their last key event (docs/TARS.md, limits). */
   int rc = 0;
   for (int i = 0; i < m && !rc;) {
     KeySym missing[SCRATCH_MAX];
@@ -374,7 +428,7 @@ static int type_text(tars_x11 *x, const char *s, int enter, char *err, int errle
       int seen = 0;
       for (int q = 0; q < nm; q++) seen |= missing[q] == ks[j];
       if (seen) continue;
-      if (nm == x->nscratch) break;
+      if (nm == x->nslots) break;
       missing[nm++] = ks[j];
     }
     if (j == i || (nm && ensure_bound(x, missing, nm))) { /* j == i: the keymap has no spare keycode */

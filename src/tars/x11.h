@@ -11,7 +11,8 @@ typedef struct tars_x11 tars_x11;
  * is no DISPLAY, the display cannot be opened, or the XTEST extension is missing. Setting the environment
  * variable TARS_NO_SHM=1 disables the MIT-SHM capture path. */
 tars_x11 *tars_x11_open(const char *display_name, char *err, int errlen);
-/* Restores any scratch keycodes it bound and closes the display. */
+/* Restores the spare keycodes it bound (500 ms after their last key event, so clients read those events
+ * first) and closes the display. */
 void tars_x11_close(tars_x11 *x);
 
 /* Root window size in pixels (the coordinate space of both capture and XTest input). */
@@ -28,9 +29,10 @@ int tars_x11_used_shm(const tars_x11 *x);
  * hover = motion; drag = press 1 at start, 10 intermediate motions, release at end; scroll = motion to the
  * point (when given) and 5 clicks of button 4/5/6/7 for up/down/left/right (a 1.0 mobile swipe = drag);
  * hotkey = press keys in order, release in reverse; press/release = one key down/up; type = every code
- * point (keysym from the keymap, Shift when the keysym is on level 1, else a spare keycode bound to the
- * keysym: code point < 0x100, else 0x01000000 + code point; bound in batches with pauses for clients to
- * see the new keymap, docs/TARS.md), Return for each newline, Return at the end when the content ended with
+ * point (keysym from the keymap, Shift when the keysym is on level 1, else a slot = one of the 2 levels of a
+ * spare keycode bound to the keysym: code point < 0x100, else 0x01000000 + code point; all bound before the
+ * first key when they fit, else in batches; a slot is rebound only 500 ms after its last key event, docs/TARS.md),
+ * Return for each newline, Return at the end when the content ended with
  * a newline; long_press = button 1 held for time s (default 1 s).
  * XSync after each action. Mobile/browser actions (open_app, press_home, press_back, navigate,
  * navigate_back) return -1 with err: X11 has no counterpart. Returns 0, or -1 with err. */

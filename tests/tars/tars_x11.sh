@@ -31,7 +31,8 @@ export DISPLAY=":$(cat "$W/dpy")"
 LOG="$W/events.log"
 : >"$LOG"
 "$BIN/tars_testwin" "$LOG" "$W/ready" &
-PIDS+=($!)
+WINPID=$!
+PIDS+=($WINPID)
 for _ in $(seq 200); do [ -e "$W/ready" ] && break; sleep 0.05; done
 [ -e "$W/ready" ] || { echo "FAIL: the test window did not come up"; exit 1; }
 
@@ -123,10 +124,38 @@ key_press eacute
 key_release eacute
 key_press Return
 key_release Return" "type(content='Hi !北京é\n')"
-# more distinct characters than spare keycodes: bound in batches, each visible to the client before use
-CJK=$(python3 -c "print(''.join(chr(0x4e00 + i) for i in range(60)))")
-act type_many "$(python3 -c "print('\n'.join('key_press U%04X\nkey_release U%04X' % (0x4e00 + i, 0x4e00 + i) for i in range(60)))")" \
-  "type(content='$CJK')"
+# keysyms the keymap lacks go into slots: 2 per spare keycode (the second typed with Shift)
+SLOTS=$(TARS_DEBUG_KEYS=1 "$T" do --dry-run "wait()" 2>&1 >/dev/null | sed -n 's/^tars: \([0-9]*\) spare keycodes, \([0-9]*\) slots$/\1 \2/p')
+read -r NSPARE NSLOT <<<"$SLOTS"
+check slots "2" "$([ "${NSPARE:-0}" -gt 0 ] && echo $((NSLOT / NSPARE)))"
+# cjk FIRST N: N distinct CJK characters from U+4E00+FIRST; cjk_events FIRST N: their key events (Shift dropped)
+cjk() { python3 -c "import sys; a, n = map(int, sys.argv[1:]); print(''.join(chr(0x4e00 + a + i) for i in range(n)))" "$1" "$2"; }
+cjk_events() { python3 -c "import sys; a, n = map(int, sys.argv[1:]); print('\n'.join('key_press U%04X\nkey_release U%04X' % (0x4e00 + a + i, 0x4e00 + a + i) for i in range(n)))" "$1" "$2"; }
+# act_typed NAME STALL_MS FIRST N: types N distinct CJK characters while the window is stopped (SIGSTOP from
+# before tars starts until STALL_MS later, so every key event of the call waits in its queue; 0 = no stall)
+# and compares the characters the window decodes (Shift_L lines dropped: the decoding already depends on it)
+act_typed() {
+  local name=$1 stall=$2 first=$3 n=$4 before tp text
+  text=$(cjk "$first" "$n")
+  before=$(wc -l <"$LOG")
+  [ "$stall" -gt 0 ] && kill -STOP "$WINPID"
+  "$T" do "type(content='$text')" >/dev/null 2>"$W/err" &
+  tp=$!
+  if [ "$stall" -gt 0 ]; then sleep "$(printf '0.%03d' "$stall")"; kill -CONT "$WINPID"; fi
+  wait $tp || { echo "FAIL $name: tars do failed: $(cat "$W/err")"; fails=$((fails + 1)); return; }
+  for _ in $(seq 100); do [ $(($(tail -n +$((before + 1)) "$LOG" | grep -vc Shift_L) - 2 * n)) -ge 0 ] && break; sleep 0.02; done
+  sleep 0.05
+  check "$name" "$(cjk_events "$first" "$n")" "$(tail -n +$((before + 1)) "$LOG" | grep -v Shift_L)"
+}
+# as many distinct characters as slots: bound once, no slot rebound during the call
+act_typed type_slots 0 0 "$NSLOT"
+# the same with the window stalled 200 ms: keysyms are looked up when the client reads the events, so a
+# rebinding during the call (or at exit) would change them
+act_typed type_slots_stalled 200 100 "$NSLOT"
+# more distinct characters than slots: bound in batches; a slot is rebound only 500 ms after its last key
+# event, so a 200 ms stall still reads every batch right (docs/TARS.md, limits)
+act_typed type_many 0 200 60
+act_typed type_many_stalled 200 300 60
 act type_newline "key_press a
 key_release a
 key_press Return
