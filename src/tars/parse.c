@@ -460,14 +460,28 @@ static int get_keys(tars_action *act, const char *v, char *err, int errlen) {
     act->keys[act->nkeys++] = tars_key_to_keysym_name(v);
     return 0;
   }
+  /* Names are split on whitespace and '+'. A '+' right after a separator '+', or first or last (whitespace
+   * aside), is the plus key ("ctrl++", "ctrl +", "+"); any other '+' is a separator. */
   size_t i = 0;
+  int after_sep = 1; /* at the start, or right after a separator '+' */
   while (i < n) {
-    while (i < n && (isspace((unsigned char)v[i]) || (v[i] == '+' && i + 1 < n && v[i + 1] != '+'))) i++;
-    if (i >= n) break;
+    if (isspace((unsigned char)v[i])) {
+      i++;
+      continue;
+    }
     size_t s = i;
-    if (v[i] == '+') i++; /* the '+' key itself, as in "ctrl++" */
-    else
+    if (v[i] == '+') {
+      size_t j = i + 1;
+      while (j < n && isspace((unsigned char)v[j])) j++;
+      i++;
+      if (!after_sep && j < n) {
+        after_sep = 1;
+        continue;
+      }
+    } else {
       while (i < n && !isspace((unsigned char)v[i]) && v[i] != '+') i++;
+    }
+    after_sep = 0;
     char name[48];
     size_t len = i - s < sizeof name - 1 ? i - s : sizeof name - 1;
     memcpy(name, v + s, len);

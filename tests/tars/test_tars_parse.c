@@ -7,6 +7,7 @@
 #include <stdint.h>
 #include <cmocka.h>
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -432,6 +433,22 @@ static void test_key_names(void **state) {
   assert_int_equal(tars_parse_reply("Action: hotkey(key=' ')", NULL, &r, err, sizeof err), 0);
   assert_string_equal(r.actions[0].keys[0], "space");
   tars_reply_free(&r);
+  /* '+' is the plus key after a separator '+' or first/last, else a separator */
+  static const struct {
+    const char *key, *want;
+  } PLUS[] = {{"ctrl++", "Control_L plus"},       {"ctrl +", "Control_L plus"},      {"ctrl+ +", "Control_L plus"},
+              {"+", "plus"},                      {"+ ctrl", "plus Control_L"},      {"ctrl+shift++", "Control_L Shift_L plus"},
+              {"ctrl + c", "Control_L c"},        {"ctrl+c", "Control_L c"},         {"ctrl+plus", "Control_L plus"},
+              {"shift++ ctrl", "Shift_L plus Control_L"}};
+  for (size_t i = 0; i < sizeof PLUS / sizeof PLUS[0]; i++) {
+    char reply[80], got[80] = "";
+    snprintf(reply, sizeof reply, "Action: hotkey(key='%s')", PLUS[i].key);
+    if (tars_parse_reply(reply, NULL, &r, err, sizeof err)) fail_msg("%s: %s", PLUS[i].key, err);
+    for (int k = 0; k < r.actions[0].nkeys; k++)
+      snprintf(got + strlen(got), sizeof got - strlen(got), "%s%s", k ? " " : "", r.actions[0].keys[k]);
+    tars_reply_free(&r);
+    if (strcmp(got, PLUS[i].want)) fail_msg("hotkey '%s' -> [%s] (want [%s])", PLUS[i].key, got, PLUS[i].want);
+  }
 }
 
 /* Every prefix of every vector, and each with one byte replaced by a quote, bracket or backslash: the parser
