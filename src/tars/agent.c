@@ -257,7 +257,8 @@ tars_status tars_agent_run(const tars_agent_cfg *cfg, const tars_env *env, volat
         break;
       }
       snprintf(err, errlen, "unusable reply: %s", e);
-      fprintf(stderr, "tars: step %d: %s%s\n", step + 1, err, attempt < cfg->client.retries ? " (asking again)" : "");
+      /* the last attempt's error is the run's error, printed once by the caller */
+      if (attempt < cfg->client.retries && !(stop && *stop)) fprintf(stderr, "tars: step %d: %s (asking again)\n", step + 1, err);
     }
     free(msgs);
     if (!parsed) {

@@ -11,7 +11,8 @@ Each request is checked against the message layout tars must send (system line; 
 action space ending with the task; past assistant replies, each after its screenshot while within the
 history window; a final user image; images are PNG data URLs) and logged as one JSON line:
   {"n": i, "ok": true|false, "problem": "...", "roles": "s,u,i,a,i", "images": [[w,h],...],
-   "assistant": [...], "temperature": t, "top_p": p, "max_tokens": m, "model": name}
+   "assistant": [...], "temperature": t, "top_p": p, "max_tokens": m, "model": name,
+   "t": arrival time in s (time.monotonic)}
 """
 import base64, json, struct, sys, time
 from http.server import BaseHTTPRequestHandler, HTTPServer
@@ -96,7 +97,7 @@ class H(BaseHTTPRequestHandler):
         n = count
         count += 1
         body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
-        entry = {"n": n, "path": self.path}
+        entry = {"n": n, "path": self.path, "t": time.monotonic()}
         try:
             req = json.loads(body)
             problem, roles, sizes, assistant = check(req)

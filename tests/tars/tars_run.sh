@@ -99,7 +99,9 @@ check bad_rc 1 "$rc"
 check bad_out "status: error" "$out"
 check bad_requests 2 "$(nreq "$LOG")"
 check bad_temps "0 0.1" "$(field "$LOG" 0 'e["temperature"]') $(field "$LOG" 1 'e["temperature"]')"
-check bad_err 'tars run: unusable reply: no action in the reply "Thought: I am not sure what to do"' "$(tail -1 "$W/err")"
+# the per-attempt line only while another attempt follows; the last error once, from tars run
+check bad_err 'tars: step 1: unusable reply: no action in the reply "Thought: I am not sure what to do" (asking again)
+tars run: unusable reply: no action in the reply "Thought: I am not sure what to do"' "$(cat "$W/err")"
 
 # 5. a malformed coordinate once, then a good reply
 start_server bad1 '[{"content":"Action: click(start_box='"'"'='"'"')"},{"content":"Action: finished()"}]'
@@ -119,7 +121,20 @@ start_server e5xx '[{"status":503,"body":"down"}]'
 out=$($T "${RUN[@]}" --base-url "$URL" --retries 2 "$TASK" 2>"$W/err"); rc=$?
 check e5xx_rc 1 "$rc"
 check e5xx_requests 3 "$(nreq "$LOG")"
-check e5xx_err "tars run: model call failed: HTTP 503 from $URL/chat/completions: down" "$(tail -1 "$W/err")"
+check e5xx_err "tars: HTTP 503 from $URL/chat/completions: down (retrying)
+tars: HTTP 503 from $URL/chat/completions: down (retrying)
+tars run: model call failed: HTTP 503 from $URL/chat/completions: down" "$(cat "$W/err")"
+# 7b. the backoff: --retry-delay-ms 200 waits 200 ms before the first retry and 400 ms before the second
+# (doubled); lower bounds only, from the server's arrival times (a loaded machine only adds time)
+gaps() { python3 -c "import json,sys; t=[json.loads(l)['t'] for l in open(sys.argv[1])]; print(' '.join(str(int((b-a)*1000)) for a,b in zip(t,t[1:])))" "$1"; }
+start_server backoff '[{"status":503,"body":"down"}]'
+t0=$(date +%s%N)
+$T "${RUN[@]}" --base-url "$URL" --retries 2 --retry-delay-ms 200 "$TASK" >/dev/null 2>"$W/err"; rc=$?
+ms=$(( ($(date +%s%N) - t0) / 1000000 ))
+read -r g1 g2 <<<"$(gaps "$LOG")"
+check backoff_rc "1 3" "$rc $(nreq "$LOG")"
+check backoff_gaps "1 1" "$([ "${g1:-0}" -ge 200 ] && echo 1 || echo "$g1 ms") $([ "${g2:-0}" -ge 400 ] && echo 1 || echo "$g2 ms")"
+check backoff_total 1 "$([ $ms -ge 600 ] && echo 1 || echo "$ms ms")"
 
 # 8. HTTP 400 is not retried
 start_server e400 '[{"status":400,"body":"bad model"}]'
