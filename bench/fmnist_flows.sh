@@ -5,20 +5,21 @@
 # 8x8 sample grids at temperature 1 and 0.7. Writes OUT/M/ (runs), OUT/grids/*.png, OUT/results.md.
 # nice, realnvp, glow: the exact log-likelihood (change of variables). cnf: flow matching with the
 # fmnist-unet-s U-Net (velocity), its likelihood through the PF-ODE (RK45 at --cnf-tol, Hutchinson
-# divergence with one probe): about 10-40 s of CPU per image at 1e-5, so it is evaluated on the
-# first CNF_EVAL_N test images only (--cnf-eval-n, default 16); its samples use the default
-# deterministic sampler (Heun) at the same temperatures.
+# divergence with one probe): measured 2.4 s of CPU per image at 1e-5 in solves of 16 images (one
+# thread; 10 minutes for 256), so it is evaluated on the first CNF_EVAL_N test images only
+# (--cnf-eval-n, default 256); its samples use the default deterministic sampler (Heun) at the
+# same temperatures.
 #
 #   bench/fmnist_flows.sh                       # all four, default budgets (about 10 min each on 2 cores)
 #   bench/fmnist_flows.sh --steps 3000          # the same step count for every model
 #   bench/fmnist_flows.sh --models "glow" --eval-n 10000
-#   bench/fmnist_flows.sh --models cnf --cnf-eval-n 16 --cnf-tol 1e-5
+#   bench/fmnist_flows.sh --models cnf --cnf-eval-n 256 --cnf-tol 1e-5
 #   bench/fmnist_flows.sh --models "nice cnf" --steps 2 --eval-n 20 --cnf-eval-n 2 --cnf-tol 1e-3 --out /tmp/flows-smoke
 #
 # Environment: BIN (default build/difflow), THREADS (0: all cores). The published MNIST-family
 # figures next to which docs/FLOWS.md puts the results are in ../shared/reference/flows.md 4.
-# Not a test: about 45 minutes on 2 cores with the defaults (cnf: 10 minutes of training plus
-# CNF_EVAL_N times 10-40 s).
+# Not a test: about 50 minutes on 2 cores with the defaults (cnf: 10 minutes of training plus
+# CNF_EVAL_N times about 2.4 s).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=${BIN:-build/difflow}
@@ -26,7 +27,7 @@ THREADS=${THREADS:-0}
 STEPS=""
 MODELS="nice realnvp glow cnf"
 N_EVAL=1000
-CNF_EVAL_N=16
+CNF_EVAL_N=256
 CNF_TOL=1e-5
 OUT=runs/bench-flows
 while [ $# -gt 0 ]; do
