@@ -754,6 +754,28 @@ static void test_invconv_lu(void **state)
     assert_non_null(dfl_bij_forward(ctx, b, dfl_tensor_zeros(ctx, 4, xs), &ld));
     CHECK_CLOSE(ld->data[0], ref, 1e-5 * fmax(1, fabs(ref)));
     CHECK_CLOSE(ld->data[1], ref, 1e-5 * fmax(1, fabs(ref)));
+    /* error codes of dfl_bij_invconv_weight: a corrupt permutation buffer (a checkpoint's) is
+     * DFL_ERR_FORMAT naming the layer, W untouched; not a 1x1 conv or no W: DFL_ERR_ARG */
+    dfl_tensor *pb = dfl_params_find(&bufs, "conv.perm");
+    float keep = pb->data[1];
+    double W2[36];
+    W2[0] = 123.0;
+    pb->data[1] = 2.5f;
+    assert_int_equal(dfl_bij_invconv_weight(b, W2), DFL_ERR_FORMAT);
+    assert_non_null(strstr(dfl_last_error(), "conv: permutation/sign buffer is invalid at 1"));
+    pb->data[1] = pb->data[0]; /* a repeated row */
+    assert_int_equal(dfl_bij_invconv_weight(b, W2), DFL_ERR_FORMAT);
+    assert_non_null(strstr(dfl_last_error(), "repeats row"));
+    assert_true(W2[0] == 123.0);
+    pb->data[1] = keep;
+    assert_int_equal(dfl_bij_invconv_weight(b, W2), DFL_OK);
+    assert_memory_equal(W2, Wd, sizeof W2);
+    assert_int_equal(dfl_bij_invconv_weight(b, NULL), DFL_ERR_ARG);
+    dfl_params sp = {0};
+    dfl_bijection *sq = dfl_bij_scaling_new("scale", 2, 0, 0, &sp);
+    assert_int_equal(dfl_bij_invconv_weight(sq, W2), DFL_ERR_ARG);
+    dfl_bij_free(sq);
+    dfl_params_free(&sp);
     dfl_ctx_free(ctx);
     dfl_bij_free(b);
     dfl_params_free(&ps);
