@@ -270,7 +270,10 @@ int tars_cmd_screenshot(int argc, char **argv) {
   }
   tars_image im;
   rc = tars_x11_capture(x, &im, err, sizeof err);
-  int shm = tars_x11_used_shm(x);
+  char how[200];
+  const char *why = tars_x11_shm_why(x);
+  snprintf(how, sizeof how, "%s%s%s", tars_x11_used_shm(x) ? "MIT-SHM" : "XGetImage", why ? "; MIT-SHM unavailable: " : "",
+           why ? why : "");
   tars_x11_close(x);
   if (rc) {
     fprintf(stderr, "tars screenshot: %s\n", err);
@@ -287,7 +290,7 @@ int tars_cmd_screenshot(int argc, char **argv) {
     free(png);
   }
   if (rc) fprintf(stderr, "tars screenshot: cannot write %s\n", outp);
-  else fprintf(stderr, "tars screenshot: %dx%d (%s) -> %s\n", im.w, im.h, shm ? "MIT-SHM" : "XGetImage", outp);
+  else fprintf(stderr, "tars screenshot: %dx%d (%s) -> %s\n", im.w, im.h, how, outp);
   tars_image_free(&im);
   return rc ? 1 : 0;
 }

@@ -719,11 +719,9 @@ int tars_parse_reply(const char *text, const tars_space *sp, tars_reply *out, ch
       out->thought = trimmed_dup(summ + 15, pe);
     } else if (th) {
       out->thought = trimmed_dup(th + 8, pe);
-    } else {
-      char *t = trimmed_dup(s, pe);
-      if (t && *t) out->thought = t;
-      else free(t);
     }
+    /* text before the marker with no label is not a thought: null, as the reference parser (UI-TARS
+     * parse_action_to_structure_output finds no "Thought: " and keeps None) */
   } else {
     const char *p = s;
     while (p < end && isspace((unsigned char)*p)) p++;

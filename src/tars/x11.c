@@ -6,6 +6,7 @@
 #include <X11/Xutil.h>
 #include <X11/extensions/XShm.h>
 #include <X11/extensions/XTest.h>
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -30,6 +31,7 @@ struct tars_x11 {
   Window root;
   int w, h;
   int shm_ok, used_shm;
+  char shm_why[160]; /* why MIT-SHM is not used ("" while it is or has not been tried) */
   int min_kc, max_kc;
   /* spare keycodes (all keysyms NoSymbol at open); slot s is level s % levels of keycode scratch[s / levels]:
    * the keysym bound there now, when it was last chosen (clock), when a key event last used it (monotonic ms,
@@ -90,7 +92,10 @@ tars_x11 *tars_x11_open(const char *display_name, char *err, int errlen) {
   x->w = DisplayWidth(dpy, x->screen);
   x->h = DisplayHeight(dpy, x->screen);
   const char *noshm = getenv("TARS_NO_SHM");
-  x->shm_ok = XShmQueryExtension(dpy) && !(noshm && *noshm && strcmp(noshm, "0"));
+  x->shm_ok = 0;
+  if (noshm && *noshm && strcmp(noshm, "0")) snprintf(x->shm_why, sizeof x->shm_why, "TARS_NO_SHM is set");
+  else if (!XShmQueryExtension(dpy)) snprintf(x->shm_why, sizeof x->shm_why, "the display has no MIT-SHM extension");
+  else x->shm_ok = 1;
   XDisplayKeycodes(dpy, &x->min_kc, &x->max_kc);
   int per = 0, count = x->max_kc - x->min_kc + 1;
   KeySym *map = XGetKeyboardMapping(dpy, (KeyCode)x->min_kc, count, &per);
@@ -138,6 +143,8 @@ void tars_x11_size(const tars_x11 *x, int *w, int *h) {
 }
 
 int tars_x11_used_shm(const tars_x11 *x) { return x->used_shm; }
+
+const char *tars_x11_shm_why(const tars_x11 *x) { return x->used_shm || !x->shm_why[0] ? NULL : x->shm_why; }
 
 static int mask_shift(unsigned long m) {
   int s = 0;
@@ -190,14 +197,19 @@ static int capture_shm(tars_x11 *x, tars_image *out) {
   Visual *vis = DefaultVisual(x->dpy, x->screen);
   XImage *img = XShmCreateImage(x->dpy, vis, (unsigned)DefaultDepth(x->dpy, x->screen), ZPixmap, NULL, &si,
                                 (unsigned)x->w, (unsigned)x->h);
-  if (!img) return -1;
+  if (!img) {
+    snprintf(x->shm_why, sizeof x->shm_why, "XShmCreateImage failed");
+    return -1;
+  }
   si.shmid = shmget(IPC_PRIVATE, (size_t)img->bytes_per_line * (size_t)img->height, IPC_CREAT | 0600);
   if (si.shmid < 0) {
+    snprintf(x->shm_why, sizeof x->shm_why, "shmget: %s", strerror(errno));
     XDestroyImage(img);
     return -1;
   }
   si.shmaddr = img->data = shmat(si.shmid, NULL, 0);
   if (si.shmaddr == (char *)-1) {
+    snprintf(x->shm_why, sizeof x->shm_why, "shmat: %s", strerror(errno));
     shmctl(si.shmid, IPC_RMID, NULL);
     img->data = NULL;
     XDestroyImage(img);
@@ -210,11 +222,20 @@ static int capture_shm(tars_x11 *x, tars_image *out) {
     XSync(x->dpy, False);
     shmctl(si.shmid, IPC_RMID, NULL);
     if (!x_error_code) {
-      if (XShmGetImage(x->dpy, x->root, img, 0, 0, AllPlanes) && !x_error_code) rc = convert(img, out);
+      if (XShmGetImage(x->dpy, x->root, img, 0, 0, AllPlanes) && !x_error_code) {
+        rc = convert(img, out);
+        if (rc) snprintf(x->shm_why, sizeof x->shm_why, "out of memory");
+      } else {
+        snprintf(x->shm_why, sizeof x->shm_why, "XShmGetImage failed (X error %d)", x_error_code);
+      }
       XShmDetach(x->dpy, &si);
       XSync(x->dpy, False);
+    } else {
+      snprintf(x->shm_why, sizeof x->shm_why, "XShmAttach failed (X error %d%s)", x_error_code,
+               x_error_code == BadAccess ? ", BadAccess: the server cannot reach this process's shared memory" : "");
     }
   } else {
+    snprintf(x->shm_why, sizeof x->shm_why, "XShmAttach failed");
     shmctl(si.shmid, IPC_RMID, NULL);
   }
   shmdt(si.shmaddr);

@@ -23,6 +23,9 @@ void tars_x11_size(const tars_x11 *x, int *w, int *h);
 int tars_x11_capture(tars_x11 *x, tars_image *out, char *err, int errlen);
 /* 1 when the last capture used MIT-SHM. */
 int tars_x11_used_shm(const tars_x11 *x);
+/* Why the last capture did not use MIT-SHM, one line ("TARS_NO_SHM is set", "the display has no MIT-SHM
+ * extension", "XShmAttach failed (X error 10, BadAccess: ...)", ...), or NULL when it did or no capture ran. */
+const char *tars_x11_shm_why(const tars_x11 *x);
 
 /* Performs one action with XTest at its mapped screen coordinates (reference/uitars.md 2.4-2.6):
  * click = motion, 30 ms pause, button 1; left_double = two clicks 80 ms apart; right_single = button 3; middle = 2;

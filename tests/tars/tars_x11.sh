@@ -194,7 +194,13 @@ check no_input_on_garbage "" "$(tail -n +$((before + 1)) "$LOG")"
 
 # capture: the window's background and its rectangle at (100,50) 200x100
 "$T" screenshot -o "$W/shm.png" 2>"$W/err"
-check capture_shm "tars screenshot: 1280x800 (MIT-SHM) -> $W/shm.png" "$(cat "$W/err")"
+# MIT-SHM may be missing (a server without the extension) or refused (BadAccess: another IPC namespace, as
+# in some containers); tars then falls back to XGetImage and says why: the MIT-SHM check is skipped with a note
+case "$(cat "$W/err")" in
+  *"(XGetImage; MIT-SHM unavailable: the display has no MIT-SHM extension)"* | *"(XGetImage; MIT-SHM unavailable: XShmAttach failed"*)
+    echo "SKIP capture_shm: $(cat "$W/err") (the pixel checks below use XGetImage twice)" ;;
+  *) check capture_shm "tars screenshot: 1280x800 (MIT-SHM) -> $W/shm.png" "$(cat "$W/err")" ;;
+esac
 check pixels_shm "1280x800
 0,0 336699
 99,75 336699
@@ -203,7 +209,7 @@ check pixels_shm "1280x800
 300,150 336699
 1279,799 336699" "$(python3 "$HERE/pngpix.py" "$W/shm.png" 0,0 99,75 100,50 299,149 300,150 1279,799)"
 TARS_NO_SHM=1 "$T" screenshot -o "$W/plain.png" 2>"$W/err"
-check capture_plain "tars screenshot: 1280x800 (XGetImage) -> $W/plain.png" "$(cat "$W/err")"
+check capture_plain "tars screenshot: 1280x800 (XGetImage; MIT-SHM unavailable: TARS_NO_SHM is set) -> $W/plain.png" "$(cat "$W/err")"
 check pixels_same 1 "$(cmp -s "$W/shm.png" "$W/plain.png" && echo 1 || echo 0)"
 
 # tars run performs the model's click on the window, then stops on finished()

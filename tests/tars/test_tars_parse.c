@@ -130,6 +130,21 @@ static const vec VECS[] = {
     {"P39", 10, 1000, 1000,
      "Thought: The task is to open Chrome, then close it. Action: click(start_box='(962,108)')",
      "{\"thought\":\"The task is to open Chrome, then close it.\",\"reflection\":null,\"actions\":[{\"type\":\"click\",\"x\":962,\"y\":108,\"screen\":[962,108],\"model\":[962,108]}]}"},
+    /* P40, P42: factor 1000 -> fractions (0.948, 0.057) and (0.395, 0.074), here times 1920 x 1080 */
+    {"P40", 10, 1920, 1080,
+     "Thought: Find the close button\nAction: click(start_box='[948,57]')",
+     "{\"thought\":\"Find the close button\",\"reflection\":null,\"actions\":[{\"type\":\"click\",\"x\":1820,\"y\":62,\"screen\":[1820.16,61.56],\"model\":[948,57]}]}"},
+    {"P42", 10, 1920, 1080,
+     "Thought: Click on the search bar at the top of the screen\nAction: click(start_box='(395,74)')",
+     "{\"thought\":\"Click on the search bar at the top of the screen\",\"reflection\":null,\"actions\":[{\"type\":\"click\",\"x\":758,\"y\":80,\"screen\":[758.4,79.92],\"model\":[395,74]}]}"},
+    /* text before Action: without a label is no thought (the reference parser searches "Thought: " only);
+     * a label after some preamble is found */
+    {"T-unlabeled", 10, 1000, 1000,
+     "I will click the button.\nAction: click(start_box='(100,200)')",
+     "{\"thought\":null,\"reflection\":null,\"actions\":[{\"type\":\"click\",\"x\":100,\"y\":200,\"screen\":[100,200],\"model\":[100,200]}]}"},
+    {"T-preamble", 10, 1000, 1000,
+     "Sure. Thought: x\nAction: click(start_box='(100,200)')",
+     "{\"thought\":\"x\",\"reflection\":null,\"actions\":[{\"type\":\"click\",\"x\":100,\"y\":200,\"screen\":[100,200],\"model\":[100,200]}]}"},
     {"P41", 10, 1000, 1000,
      "Reflection: it opened\nAction_Summary: double click the icon\nAction: left_double(start_box='21, 246, 21, 246')",
      "{\"thought\":\"double click the icon\",\"reflection\":\"it opened\",\"actions\":[{\"type\":\"left_double\",\"x\":21,\"y\":246,\"screen\":[21,246],\"model\":[21,246,21,246]}]}"},
