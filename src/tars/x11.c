@@ -367,6 +367,8 @@ static int ensure_bound(tars_x11 *x, const KeySym *ks, int n) {
       }
       syms[l] = x->bound[s];
     }
+    /* an empty level 1 repeats level 0, so a held Shift cannot change the symbol */
+    if (x->levels == 2 && syms[1] == NoSymbol) syms[1] = syms[0];
     if (touched) XChangeKeyboardMapping(x->dpy, x->scratch[k], x->levels, syms, 1);
   }
   x->any_bound = 1;
