@@ -31,5 +31,8 @@ expect_error "reflow without ckpt" "--ckpt" -- "$BIN" reflow --steps 5
 expect_error "reflow of an EDM model" "flow-matching" -- "$BIN" reflow --ckpt "$T/edm/model.safetensors" --out "$T/x"
 expect_error "pairs without reflow" "--pairs" -- "$BIN" train --data moons --pairs 10 --out "$T/y"
 expect_error "reflow with --method" "--method" -- "$BIN" reflow --ckpt "$T/base/model.safetensors" --method vp --out "$T/z"
+expect_error "pairs beyond memory" "--pairs 2000000000 needs" -- "$BIN" reflow --ckpt "$T/base/model.safetensors" --pairs 2000000000 --out "$T/big"
+expect_error "fewer pairs than a batch" "--pairs must be >= --batch" -- "$BIN" reflow --ckpt "$T/base/model.safetensors" --pairs 10 --out "$T/few"
+[ -e "$T/big" ] || [ -e "$T/few" ] && fail "a refused reflow created its run directory"
 echo "cli_reflow: $nfail failed"
 [ $nfail -eq 0 ]

@@ -720,6 +720,20 @@ int cmd_train(int argc, char **argv)
     if (!args_find(specs, "--ema-halflife")->seen) o.ema_halflife = 0.1 * (double)o.steps * o.batch;
     if (!args_find(specs, "--log-every")->seen) o.log_every = o.steps >= 100 ? (int)(o.steps / 100) : 1;
     if (!args_find(specs, "--ckpt-every")->seen) o.ckpt_every = o.steps >= 4 ? (int)(o.steps / 4) : 1;
+    if (o.reflow_from) { /* the pairs are held in memory: refuse what cannot fit before any work */
+        if (!args_find(specs, "--pairs")->seen) o.pairs = is_images ? 5000 : 20000;
+        if (o.pairs < o.batch) {
+            snprintf(msg, sizeof msg, "--pairs must be >= --batch (%d), got %d (--pairs)", o.batch, o.pairs);
+            return fail_usage(msg);
+        }
+        double per_pair = 2.0 * sizeof(float) * (is_images ? (double)ac.channels * ac.height * ac.width : 2.0);
+        double ram = (double)sysconf(_SC_PHYS_PAGES) * (double)sysconf(_SC_PAGE_SIZE);
+        if (ram > 0 && per_pair * o.pairs > 0.5 * ram) {
+            snprintf(msg, sizeof msg, "--pairs %d needs %.1f GiB for the (x0, z) pairs, more than half of this machine's %.1f GiB (--pairs)",
+                     o.pairs, per_pair * o.pairs / 1073741824.0, ram / 1073741824.0);
+            return fail_usage(msg);
+        }
+    }
     dfl_set_threads(o.threads);
 
     /* Data. */
@@ -886,8 +900,7 @@ int cmd_train(int argc, char **argv)
          * flow's ODE, Z1 = the noise it started from); the new flow starts from the previous
          * flow's weights. The pairs are a pure function of (teacher, seed), so --resume
          * regenerates the same ones. */
-        if (!args_find(specs, "--pairs")->seen) o.pairs = is_images ? 5000 : 20000;
-        if (o.pairs < o.batch) {
+        if (o.pairs < o.batch) { /* --resume may have restored a larger batch */
             snprintf(msg, sizeof msg, "--pairs must be >= --batch (%d)", o.batch);
             fail_cli(msg);
             goto done;
@@ -911,7 +924,7 @@ int cmd_train(int argc, char **argv)
         dfl_rng prng;
         dfl_rng_init(&prng, o.seed ^ 0xA5A5A5A5DEADBEEFull);
         dfl_progress pp;
-        dfl_progress_start(&pp, stderr, "reflow pairs", 0, o.pairs, 256);
+        dfl_progress_start(&pp, stderr, "reflow pairs", 0, o.pairs, 256L * (1 + o.pairs / 25600)); /* ~100 lines */
         int nfe = 0;
         for (int i0 = 0; i0 < o.pairs; i0 += 256) {
             int b = o.pairs - i0 < 256 ? o.pairs - i0 : 256;
