@@ -87,6 +87,10 @@ fi
 # the ramp changes the model's numbers.
 "$BIN" lm train --text "$T/text.txt" "${TINY[@]}" --steps 3 --rope-scaling yarn --rope-factor 2 --yarn-alpha 0.5 \
   --yarn-beta-fast 8 --rope-orig-ctx 8 --out "$T/yarn" 2>"$T/yarn.log" || fail "train yarn: $(tail -2 "$T/yarn.log")"
+# a validation span shorter than a window gives n/a for that length, not a repeat of a shorter one
+"$BIN" lm eval --ckpt "$T/rope/model.safetensors" --bytes 40 --threads 1 >"$T/short.eval" 2>/dev/null || fail "eval --bytes 40"
+grep -qE '^32 .* [0-9]+\.[0-9]{4}$' "$T/short.eval" || fail "eval --bytes 40: no figure at 2x: $(cat "$T/short.eval")"
+[ "$(grep -c 'n/a (the validation span has 40 bytes' "$T/short.eval")" -eq 2 ] || fail "eval --bytes 40: 4x and 8x not n/a: $(cat "$T/short.eval")"
 for kv in '"rope_scaling":"yarn"' '"rope_factor":2' '"yarn_alpha":0.5' '"yarn_beta":8' '"rope_orig_ctx":8'; do
   grep -q "$kv" "$T/yarn/config.json" || fail "train yarn: config.json lacks $kv: $(cat "$T/yarn/config.json")"
 done

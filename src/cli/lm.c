@@ -629,7 +629,8 @@ static const char *EVAL_USAGE =
     "at 1x, 2x, 4x and 8x the training context, one row per length. Protocol: the split is cut into consecutive\n"
     "non-overlapping windows of L bytes; each window predicts its bytes from the bytes before them inside the\n"
     "window, so every byte is scored exactly once per length (Press et al. 2022's non-overlapping evaluation).\n"
-    "A length an encoding cannot run (learned positions beyond the table) prints n/a with the reason.";
+    "A length an encoding cannot run (learned positions beyond the table), or longer than the validation span,\n"
+    "prints n/a with the reason.";
 
 static int lm_eval(int argc, char **argv)
 {
@@ -695,6 +696,9 @@ static int lm_eval(int argc, char **argv)
         double t0 = dfl_now();
         if (dfl_lm_check_length(m, L)) {
             printf("%-8d %-6s n/a (%s)\n", L, (char[8]){'0' + mult[i], 'x', 0}, dfl_last_error());
+        } else if ((size_t)L > nval) { /* not one whole window: the figure would repeat a shorter length's */
+            printf("%-8d %-6s n/a (the validation span has %zu bytes, fewer than one window of %d; use a longer --text)\n", L,
+                   (char[8]){'0' + mult[i], 'x', 0}, nval, L);
         } else if (dfl_lm_eval_bpb(ctx, m, text + ntrain, nval, L, batch_tokens, &bpb, NULL)) {
             rc = lm_fail(1, "evaluating at length %d: %s", L, dfl_last_error());
             break;
