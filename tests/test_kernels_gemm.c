@@ -1,10 +1,13 @@
 /* dfl_k_sgemm against its naive double-accumulating reference, for every transpose combination,
  * beta 0 (old C ignored, even NaN) and beta 1 (accumulate), padded leading dimensions, the small
- * (single-thread) and large (threaded) regimes, on each backend compiled in (oneDNN, OpenBLAS),
- * and the linear kernels on each backend against their references. */
+ * (single-thread) and large (threaded) regimes, on each backend compiled in (oneDNN, OpenBLAS);
+ * the linear kernels on each backend against their references (small, and large enough for the
+ * threaded GEMM regime); dfl_grad_norm against a naive sum, equal at 1 and 2 threads. */
 #include "dfl_test.h"
 #include "difflow/core.h"
 #include "difflow/kernels.h"
+#include "difflow/nn.h"
+#include "difflow/optim.h"
 
 static float *rnd(size_t n, uint64_t seed)
 {
@@ -62,10 +65,9 @@ static void test_sgemm(void **state)
     print_message("default backend: %s\n", old ? "oneDNN" : "OpenBLAS");
 }
 
-static void test_linear_backends(void **state)
+static void linear_case(int M, int K, int N)
 {
-    (void)state;
-    int M = 96, K = 40, N = 24, old = dfl_k_sgemm_backend(-1);
+    int old = dfl_k_sgemm_backend(-1);
     float *x = rnd((size_t)M * K, 5), *w = rnd((size_t)N * K, 6), *b = rnd(N, 7), *dy = rnd((size_t)M * N, 8);
     float *y = malloc((size_t)M * N * sizeof *y), *yr = malloc((size_t)M * N * sizeof *yr);
     float *dx = calloc((size_t)M * K, 4), *dw = calloc((size_t)N * K, 4), *db = calloc(N, 4);
@@ -89,11 +91,44 @@ static void test_linear_backends(void **state)
     free(dx); free(dw); free(db); free(dxr); free(dwr); free(dbr);
 }
 
+static void test_linear_backends(void **state)
+{
+    (void)state;
+    linear_case(96, 40, 24);
+    linear_case(512, 64, 200); /* the toy-mlp's row count; above the single-thread GEMM threshold */
+}
+
+static void test_grad_norm(void **state)
+{
+    (void)state;
+    dfl_params ps = {0};
+    int s1[2] = {300, 350}, s2[1] = {7}, s3[1] = {32768 * 3 + 5};
+    dfl_tensor *t[3] = {dfl_params_add(&ps, 2, s1, "a"), dfl_params_add(&ps, 1, s2, "b"), dfl_params_add(&ps, 1, s3, "c")};
+    double naive = 0;
+    for (int i = 0; i < 3; i++) {
+        assert_non_null(t[i]);
+        float *g = rnd(t[i]->n, 20 + i);
+        memcpy(t[i]->grad, g, t[i]->n * sizeof(float));
+        for (size_t j = 0; j < t[i]->n; j++) naive += (double)g[j] * g[j];
+        free(g);
+    }
+    int th = dfl_get_threads();
+    dfl_set_threads(1);
+    double g1 = dfl_grad_norm(&ps);
+    dfl_set_threads(2);
+    double g2 = dfl_grad_norm(&ps);
+    dfl_set_threads(th);
+    CHECK_REL(g1, sqrt(naive), 1e-12);
+    assert_memory_equal(&g1, &g2, sizeof g1);
+    dfl_params_free(&ps);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_sgemm),
         cmocka_unit_test(test_linear_backends),
+        cmocka_unit_test(test_grad_norm),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
