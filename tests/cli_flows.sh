@@ -147,6 +147,25 @@ v05, v1 = tv(sys.argv[1]), tv(sys.argv[2])
 assert v05 < 0.8 * v1, (v05, v1)
 PY
 
+# An inverse that overflows at T = 1 (reference/flows.md pitfall 7): NICE's scaling layer set to
+# log-scale -100, so its inverse multiplies by e^100 (inf in float32). sample stays strict (exit 1,
+# nothing written) but names the flag and advises a lower temperature.
+python3 - "$T/nice-moons/model.safetensors" "$T/overflow.safetensors" <<'PY'
+import json, struct, sys
+b = bytearray(open(sys.argv[1], "rb").read())
+n = struct.unpack("<Q", b[:8])[0]
+h = json.loads(b[8:8 + n])
+lo, hi = h["nice.scaling.log_scale"]["data_offsets"]
+b[8 + n + lo:8 + n + hi] = struct.pack("<%df" % ((hi - lo) // 4), *([-100.0] * ((hi - lo) // 4)))
+open(sys.argv[2], "wb").write(b)
+PY
+expect_error "overflowing inverse: names --temperature and advises" \
+  "sampling at --temperature 1: nice.scaling: output is not finite.*try --temperature 0.7 or train longer (--temperature)$" \
+  -- "$BIN" sample --ckpt "$T/overflow.safetensors" -n 16 -o "$T/ovf.csv"
+expect_error "overflowing inverse at T = 0.5 advises a lower one" "try --temperature 0.35 " \
+  -- "$BIN" sample --ckpt "$T/overflow.safetensors" -n 16 --temperature 0.5 -o "$T/ovf.csv"
+[ -e "$T/ovf.csv" ] && { echo "FAIL an overflowing sample wrote its output"; nfail=$((nfail+1)); }
+
 # 4. Bad input.
 sum_before=$(sha256sum "$CK" "$T/realnvp-moons/train_state.safetensors")
 expect_error "flow flag with a diffusion method" "--width" -- "$BIN" train --method fm --data moons --width 64 --out "$T/z"

@@ -420,7 +420,19 @@ int cli_flow_sample_cmd(const char *ckpt, arg_spec *specs, int n, int batch, uin
         fprintf(stderr, "difflow: error: out of memory\n");
         goto done;
     }
-    if (cli_flow_sample_chunked(ctx, f, seed, n, batch, temperature, x)) {
+    dfl_status sst = cli_flow_sample_chunked(ctx, f, seed, n, batch, temperature, x);
+    if (sst == DFL_ERR_NUMERIC) {
+        /* Strict (no silent fallback), but one line that names the flag and what to do: an
+         * under-trained flow's inverse can overflow at a high temperature (reference/flows.md
+         * pitfall 7); a lower one usually stays finite (Glow samples at T = 0.7). */
+        double lower = temperature * 0.7 < 0.7 ? temperature * 0.7 : 0.7;
+        fprintf(stderr,
+                "difflow: error: sampling at --temperature %g: %s; an under-trained flow's inverse can overflow at "
+                "T = %g: try --temperature %.2g or train longer (--temperature)\n",
+                temperature, dfl_last_error(), temperature, lower);
+        goto done;
+    }
+    if (sst) {
         fprintf(stderr, "difflow: error: sampling: %s\n", dfl_last_error());
         goto done;
     }
