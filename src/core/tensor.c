@@ -313,9 +313,9 @@ void *dfl_arena_alloc(dfl_ctx *ctx, size_t bytes)
  * was a few percent of a 2-thread U-Net step). */
 static void zero_floats(float *p, size_t n)
 {
-    const long chunk = 1L << 15;
+    const long chunk = 1L << 16;
     long nc = (long)((n + (size_t)chunk - 1) / (size_t)chunk);
-    if (nc < 4 || omp_in_parallel()) {
+    if (nc < 16 || omp_in_parallel()) { /* under 4 MiB: a fork costs more than it saves */
         memset(p, 0, n * sizeof(float));
         return;
     }
