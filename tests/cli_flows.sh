@@ -112,6 +112,15 @@ check "glow interrupted + resumed runs" test "$(cat "$T/glow.rc" 2>/dev/null)" =
 check "glow resumed model equals the uninterrupted one" cmp -s "$T/glow-straight/model.safetensors" "$T/glow-split/model.safetensors"
 check "glow resumed train state equals the uninterrupted one" cmp -s "$T/glow-straight/train_state.safetensors" "$T/glow-split/train_state.safetensors"
 check "info: glow ActNorm initialised" grep -q 'actnorm initialised: yes' <("$BIN" info --ckpt "$T/glow-split/model.safetensors")
+# A trained 2-D Glow samples finitely at T = 1 (reference/flows.md pitfall 7: its sigmoid scale
+# has the 1e-3 floor): exit 0, 2000 rows of finite numbers.
+"$BIN" sample --ckpt "$T/glow-straight/model.safetensors" -n 2000 --seed 3 --threads 1 -o "$T/glow-t1.csv" >/dev/null
+check "trained 2-D glow samples 2000 finite points at T = 1" python3 - "$T/glow-t1.csv" <<'PY'
+import csv, math, sys
+rows = list(csv.reader(open(sys.argv[1])))[1:]
+assert len(rows) == 2000, len(rows)
+assert all(len(r) == 2 and all(math.isfinite(float(v)) for v in r) for r in rows)
+PY
 check "info: flow config" grep -q '^flow: *realnvp: ' <("$BIN" info --ckpt "$CK")
 check "config.json: method realnvp" grep -q '"method":"realnvp"' "$T/realnvp-moons/config.json"
 check "cnf checkpoint is method fm" grep -q '^method: *fm (pred velocity' <("$BIN" info --ckpt "$T/cnf-moons/model.safetensors")
@@ -193,6 +202,9 @@ if [ -d /usr/share/datasets/fashion-mnist ]; then
     python3 -c "import math,sys; lp,b=float(sys.argv[1]),float(sys.argv[2]); want=-lp/(784*math.log(2)); sys.exit(0 if abs(b-want)<1e-3 and 4<b<9 else 1)" "$lp" "$bpd" \
       || { echo "FAIL image flow bits/dim $bpd is not -log p/(D ln 2) for log p $lp"; nfail=$((nfail+1)); }
     [ -s "$T/glow-img/samples.png" ] || { echo "FAIL image flow wrote no samples.png"; nfail=$((nfail+1)); }
+    check "image glow: split priors' log-sd bounded (info)" grep -q 'split log-sd bound 5' <("$BIN" info --ckpt "$T/glow-img/model.safetensors")
+    "$BIN" sample --ckpt "$T/glow-img/model.safetensors" -n 16 --threads 1 -o "$T/glow-img-t1.png" >/dev/null
+    check "image glow samples at T = 1" test -s "$T/glow-img-t1.png"
   else
     echo "FAIL 2-step Glow on fashion-mnist"; cat "$T/glow-img.eval" 2>/dev/null; nfail=$((nfail+1))
   fi

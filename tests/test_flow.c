@@ -273,12 +273,75 @@ static void test_bijections(void **state)
     }
     bij_case(dfl_bij_logit_new("img.logit", 2, 2, 2, 0.05f), &ps, 2, 2, 2, 1);
     bij_case(dfl_bij_logit_new("img.logit0", 1, 2, 3, 0.0f), &ps, 1, 2, 3, 1);
-    bij_case(dfl_bij_split_new("img.split", 4, 2, 2, &ps), &ps, 4, 2, 2, 0);
+    bij_case(dfl_bij_split_new("img.split", 4, 2, 2, DFL_SPLIT_LOGSD_BOUND, &ps), &ps, 4, 2, 2, 0);
+    /* a tight bound: the raw log-sd (~0.5) lies where c tanh(raw / c) is far from the identity */
+    bij_case(dfl_bij_split_new("img.split_tight", 4, 2, 2, 0.3f, &ps), &ps, 4, 2, 2, 0);
     bij_case(dfl_bij_dequant_new("img.dequant", 2, 2, 3, 8), &ps, 2, 2, 3, 0);
     bij_case(dfl_bij_dequant_new("vec.dequant5", 3, 0, 0, 5), &ps, 3, 0, 0, 0);
     bij_case(dfl_bij_prior_new("img.prior", 2, 3, 2, &ps), &ps, 2, 3, 2, 0);
     bij_case(dfl_bij_prior_new("vec.prior", 3, 0, 0, &ps), &ps, 3, 0, 0, 0);
-    bij_case(dfl_bij_split_new("img.split_odd", 3, 2, 2, &ps), &ps, 3, 2, 2, 0);
+    bij_case(dfl_bij_split_new("img.split_odd", 3, 2, 2, 0.0f, &ps), &ps, 3, 2, 2, 0); /* unbounded (old checkpoints) */
+}
+
+/* The split prior's soft log-sd bound (reference/flows.md pitfall 7): an under-trained Glow's
+ * inverse handed the split |z1| ~ 1e5 (its raw log-sd, a linear conv of z1, reached 2.3e4 and
+ * exp overflowed). With the bound, both directions stay finite and |log-det| <= c * #z2; the same
+ * parameters without the bound overflow, so the check can fail. */
+static void test_split_bound(void **state)
+{
+    (void)state;
+    const int C = 4, H = 3, W = 3, N = 2;
+    dfl_params ps = {0}, ps0 = {0};
+    dfl_bijection *b = dfl_bij_split_new("big.split", C, H, W, DFL_SPLIT_LOGSD_BOUND, &ps);
+    dfl_bijection *b0 = dfl_bij_split_new("big.split0", C, H, W, 0.0f, &ps0);
+    assert_non_null(b);
+    assert_non_null(b0);
+    perturb(&ps, &g_rng);
+    assert_int_equal(ps.n, ps0.n);
+    for (int i = 0; i < ps.n; i++) memcpy(ps0.p[i].t->data, ps.p[i].t->data, ps.p[i].t->n * sizeof(float));
+    size_t n = (size_t)N * C * H * W, per = (size_t)C * H * W, half = per / 2;
+    float *z = rand_data(n, 0);
+    for (int s = 0; s < N; s++)
+        for (size_t i = 0; i < half; i++) z[s * per + i] *= 1e5f; /* z1: the first C/2 channels */
+    int sh[4] = {N, C, H, W};
+    double bound = DFL_SPLIT_LOGSD_BOUND * (double)half;
+    for (int dir = 0; dir < 2; dir++) {
+        dfl_ctx *ctx = dfl_ctx_new();
+        dfl_tensor *ld = NULL, *ld0 = NULL;
+        dfl_tensor *zt = dfl_tensor_wrap(ctx, z, 4, sh);
+        dfl_tensor *y = dir ? dfl_bij_inverse(ctx, b, zt, &ld) : dfl_bij_forward(ctx, b, zt, &ld);
+        dfl_tensor *y0 = dir ? dfl_bij_inverse(ctx, b0, zt, &ld0) : dfl_bij_forward(ctx, b0, zt, &ld0);
+        assert_non_null(y);
+        assert_non_null(ld);
+        for (size_t i = 0; i < n; i++) {
+            if (!isfinite(y->data[i])) print_error("bounded split %s: y[%zu] = %g\n", dir ? "inverse" : "forward", i, (double)y->data[i]);
+            assert_true(isfinite(y->data[i]));
+        }
+        for (int s = 0; s < N; s++) {
+            assert_true(isfinite(ld->data[s]));
+            assert_true(fabs(ld->data[s]) <= bound);
+        }
+        /* the raw log-sd is ~1e4 here: unbounded, exp overflows (inf, or 0 * inf = nan) */
+        int bad = 0;
+        for (size_t i = 0; y0 && i < n; i++) bad |= !isfinite(y0->data[i]);
+        assert_true(bad || !y0);
+        dfl_ctx_free(ctx);
+    }
+    /* round trip at this scale: relative to the data scale (1e5) */
+    dfl_ctx *ctx = dfl_ctx_new();
+    dfl_tensor *x = dfl_bij_inverse(ctx, b, dfl_tensor_wrap(ctx, z, 4, sh), NULL);
+    assert_non_null(x);
+    dfl_tensor *zr = dfl_bij_forward(ctx, b, x, NULL);
+    assert_non_null(zr);
+    double e = max_abs_diff(zr->data, z, n) / max_abs(z, n);
+    if (!(e <= 1e-5)) print_error("bounded split round trip at |z1| ~ 1e5: %.3g\n", e);
+    assert_true(e <= 1e-5);
+    dfl_ctx_free(ctx);
+    free(z);
+    dfl_bij_free(b);
+    dfl_bij_free(b0);
+    dfl_params_free(&ps);
+    dfl_params_free(&ps0);
 }
 
 /* ------------------------------------------------------------------ models */
@@ -1035,6 +1098,7 @@ int main(void)
         cmocka_unit_test(test_uniform_bpd),
         cmocka_unit_test(test_learned_top),
         cmocka_unit_test(test_bijections),
+        cmocka_unit_test(test_split_bound),
         cmocka_unit_test(test_models_2d),
         cmocka_unit_test(test_models_images_small),
         cmocka_unit_test(test_models_28),

@@ -44,6 +44,8 @@ static void test_roundtrip_glow(void **state)
     cfg.levels = 2;
     cfg.steps = 2;
     cfg.net_width = 8;
+    assert_true(cfg.split_clamp == DFL_SPLIT_LOGSD_BOUND);
+    cfg.split_clamp = 2.5f; /* not the preset's: the loaded value must come from the file */
     dfl_rng rng;
     dfl_rng_init(&rng, 11);
     dfl_flow *f = dfl_flow_new(&cfg, &rng);
@@ -84,6 +86,7 @@ static void test_roundtrip_glow(void **state)
     assert_int_equal(gc->net_width, 8);
     assert_int_equal(gc->lu, cfg.lu);
     assert_true(gc->logit_alpha == cfg.logit_alpha);
+    assert_true(gc->split_clamp == 2.5f);
     /* data init on the loaded flow is a no-op: the flag came with the checkpoint */
     ctx = dfl_ctx_new();
     assert_int_equal(dfl_flow_data_init(ctx, g, dfl_tensor_wrap(ctx, x, 4, shape)), DFL_OK);
@@ -196,10 +199,11 @@ static void save_with_config(const char *path, dfl_flow *f, const char *js)
     free(ts);
 }
 
-/* Checkpoints written before the dequantization layer and the learned top prior: their config
- * has neither "dequant_bits" nor "learn_top", and image flows modelled y = -1 + 2 (v + u)/256
- * directly. They load with the dequantization layer in front (the same model on x = v + u) and
- * no top prior: log p of x equals the new flow's to the last bit; a legacy image config with
+/* Checkpoints written before the dequantization layer, the learned top prior and the split
+ * log-sd bound: their config has no "dequant_bits", "learn_top" or "split_clamp", and image flows
+ * modelled y = -1 + 2 (v + u)/256 directly. They load with the dequantization layer in front (the
+ * same model on x = v + u), no top prior and unbounded split log-sd: log p of x equals the
+ * original flow's to the last bit, also with non-zero split priors; a legacy image config with
  * another data transform is refused; a legacy 2-D flow loads unchanged. */
 static void test_legacy_config(void **state)
 {
@@ -211,6 +215,7 @@ static void test_legacy_config(void **state)
         cfg.steps = 2;
         cfg.net_width = 8;
         cfg.learn_top = 0;
+        cfg.split_clamp = 0; /* unbounded, as every flow before the bound */
         assert_int_equal(cfg.dequant_bits, img ? 8 : 0);
         dfl_rng rng;
         dfl_rng_init(&rng, 5);
@@ -223,6 +228,11 @@ static void test_legacy_config(void **state)
         dfl_ctx *ctx = dfl_ctx_new();
         assert_int_equal(dfl_flow_data_init(ctx, f, dfl_tensor_wrap(ctx, x, img ? 4 : 2, shape)), DFL_OK);
         dfl_ctx_free(ctx);
+        /* non-zero split priors, so an unbounded and a bounded log-sd give different log p */
+        dfl_params *ps = dfl_flow_params(f);
+        for (int i = 0; i < ps->n; i++)
+            if (strstr(ps->p[i].name, ".split.conv."))
+                for (size_t k = 0; k < ps->p[i].t->n; k++) ps->p[i].t->data[k] = 1.5f + 0.5f * (float)dfl_rng_normal(&rng);
         float lp0[N], lp1[N];
         logp(f, x, N, lp0);
         dfl_model_info info = {.step = 9, .seed = 1};
@@ -231,6 +241,8 @@ static void test_legacy_config(void **state)
         char *js = dfl_flow_config_json(f, &info);
         assert_non_null(js);
         js = str_replace(js, img ? ",\"dequant_bits\":8,\"learn_top\":0" : ",\"dequant_bits\":0,\"learn_top\":0", "");
+        js = str_replace(js, ",\"split_clamp\":0", "");
+        assert_null(strstr(js, "split_clamp"));
         if (img)
             js = str_replace(js, "x = v + u in [0, 256), u ~ U[0,1); the flow's first layer maps it to [-1, 1)",
                              "y = -1 + 2 (v + u)/256, u ~ U[0,1) (8-bit pixels dequantized to [-1, 1))");
@@ -242,9 +254,24 @@ static void test_legacy_config(void **state)
         assert_non_null(g);
         assert_int_equal(dfl_flow_get_cfg(g)->dequant_bits, img ? 8 : 0);
         assert_int_equal(dfl_flow_get_cfg(g)->learn_top, 0);
+        assert_true(dfl_flow_get_cfg(g)->split_clamp == 0.0f);
         logp(g, x, N, lp1);
         assert_memory_equal(lp0, lp1, sizeof lp0);
         dfl_flow_free(g);
+        if (img) { /* the same tensors under today's bound are another model: the default matters */
+            dfl_flow_cfg cb = cfg;
+            cb.split_clamp = DFL_SPLIT_LOGSD_BOUND;
+            dfl_flow *h = dfl_flow_new(&cb, &rng);
+            assert_non_null(h);
+            dfl_params *groups[2][2] = {{dfl_flow_params(f), dfl_flow_params(h)}, {dfl_flow_buffers(f), dfl_flow_buffers(h)}};
+            for (int k = 0; k < 2; k++)
+                for (int i = 0; i < groups[k][0]->n; i++)
+                    memcpy(groups[k][1]->p[i].t->data, groups[k][0]->p[i].t->data, groups[k][0]->p[i].t->n * sizeof(float));
+            float lp2[N];
+            logp(h, x, N, lp2);
+            for (int i = 0; i < N; i++) assert_true(fabsf(lp2[i] - lp0[i]) > 1e-3f);
+            dfl_flow_free(h);
+        }
         if (img) { /* a legacy image config with an unknown data transform */
             js = str_replace(js, "y = -1 + 2 (v + u)/256", "y = v/255");
             save_with_config(path_b, f, js);

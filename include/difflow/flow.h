@@ -23,6 +23,8 @@
  *     z1 active and standardises the other channels z2 under a learned conditional prior,
  *     z2' = (z2 - mu(z1)) exp(-logsd(z1)) with (mu, logsd) from a zero-initialised 3x3 conv of z1;
  *     its log-det -sum logsd plus the standard-normal log-density of z2' is log p(z2 | z1).
+ *     logsd is soft-bounded, c tanh(raw / c) with c = cfg.split_clamp (preset 5), so that an
+ *     under-trained flow's inverse cannot overflow there (reference/flows.md pitfall 7).
  */
 #ifndef DIFFLOW_FLOW_H
 #define DIFFLOW_FLOW_H
@@ -67,7 +69,15 @@ typedef struct {
     int learn_top;               /* Glow: 1 = the top (final) latent has a learned diagonal Gaussian
                                     prior N(mean, exp(2 logs)) (Glow's learntop; dfl_bij_prior_new).
                                     Preset 1 for images, 0 for vectors; other kinds must be 0 */
+    float split_clamp;           /* RealNVP / Glow images: soft bound c of every split prior's log-sd,
+                                    logsd = c tanh(raw / c) (dfl_bij_split_new). Preset
+                                    DFL_SPLIT_LOGSD_BOUND; 0 = unbounded, the meaning of checkpoints
+                                    written before the bound (no "split_clamp" in their config).
+                                    In [0, 1000] */
 } dfl_flow_cfg;
+
+/* Preset soft bound of a split prior's log-sd: |logsd| < 5, a scale in (e^-5, e^5) = (0.0067, 148). */
+#define DFL_SPLIT_LOGSD_BOUND 5.0f
 
 typedef struct dfl_flow dfl_flow;
 typedef struct dfl_bijection dfl_bijection;
@@ -79,7 +89,8 @@ const char *dfl_flow_kind_name(dfl_flow_kind k);
 
 /* Defaults of a kind for data of shape (channels, height, width) (height = width = 0: vectors).
  * Every image preset starts with the dequantization layer (dequant_bits 8: data x = v + u in
- * [0, 256)); vectors have none (dequant_bits 0).
+ * [0, 256)); vectors have none (dequant_bits 0). Image RealNVP and Glow bound their split priors'
+ * log-sd softly by split_clamp = DFL_SPLIT_LOGSD_BOUND (5); every other preset stores 0.
  *   nice     vectors: 8 additive couplings, MLP 3 x 128 ReLU, scaling layer, logistic base.
  *            images:  4 additive couplings, MLP 5 x 1000 ReLU (NICE paper, MNIST), scaling layer,
  *                     logistic base, no logit preprocessing (the couplings see [-1, 1) directly).
@@ -299,11 +310,15 @@ dfl_bijection *dfl_bij_dequant_new(const char *name, int C, int H, int W, int bi
 dfl_bijection *dfl_bij_prior_new(const char *name, int C, int H, int W, dfl_params *ps);
 /* Factor-out with a learned conditional prior (Glow split2d): output has the input's shape,
  * channels [0, c1) unchanged (c1 = ceil(C/2)), channels [c1, C) replaced by
- * z2' = (z2 - mu) exp(-logsd), (mu, logsd) = zero-init conv3x3 of z1 ("<name>.conv.weight",
- * "<name>.conv.bias"; first C - c1 output channels mu, next logsd); log-det -sum logsd.
- * Returns NULL + message for vectors or C < 2 (DFL_ERR_ARG, naming the layer), or when the
- * layer or its parameters cannot be allocated / registered in ps (dfl_params_add's error). */
-dfl_bijection *dfl_bij_split_new(const char *name, int C, int H, int W, dfl_params *ps);
+ * z2' = (z2 - mu) exp(-logsd), (mu, raw) = zero-init conv3x3 of z1 ("<name>.conv.weight",
+ * "<name>.conv.bias"; first C - c1 output channels mu, next raw) and logsd = clamp tanh(raw /
+ * clamp) for clamp > 0 (a soft bound |logsd| < clamp, FrEIA-style soft clamp; the same map in
+ * both directions, so the log-det is exact), logsd = raw for clamp = 0 (Glow's split2d); log-det
+ * -sum logsd. The inverse z2 = z2' exp(logsd) + mu then stays finite for any finite z1.
+ * Returns NULL + message for vectors or C < 2, or clamp outside [0, 1000] (DFL_ERR_ARG, naming
+ * the layer), or when the layer or its parameters cannot be allocated / registered in ps
+ * (dfl_params_add's error). */
+dfl_bijection *dfl_bij_split_new(const char *name, int C, int H, int W, float clamp, dfl_params *ps);
 /* Frees a layer made by a dfl_bij_*_new constructor (not its parameters: they belong to ps). */
 void dfl_bij_free(dfl_bijection *b);
 

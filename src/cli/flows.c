@@ -181,6 +181,10 @@ void cli_flow_describe(const dfl_flow_cfg *c, char *buf, size_t cap)
     const char *base = c->base == DFL_BASE_LOGISTIC ? "logistic" : "normal";
     char pre[48] = "";
     if (images && c->logit_alpha > 0) snprintf(pre, sizeof pre, ", logit alpha %g", c->logit_alpha);
+    char split[48] = ""; /* image RealNVP / Glow factor out with a learned prior */
+    if (images && c->kind != DFL_FLOW_NICE)
+        snprintf(split, sizeof split, c->split_clamp > 0 ? ", split log-sd bound %g" : ", unbounded split log-sd",
+                 c->split_clamp);
     switch (c->kind) {
     case DFL_FLOW_NICE:
         snprintf(buf, cap, "nice: %d additive couplings, MLP %d x %d ReLU, scaling layer%s, %s base", c->couplings,
@@ -188,17 +192,17 @@ void cli_flow_describe(const dfl_flow_cfg *c, char *buf, size_t cap)
         break;
     case DFL_FLOW_REALNVP:
         if (images)
-            snprintf(buf, cap, "realnvp: %d scales, affine couplings with ResNets of %d blocks, width %d%s, %s base",
-                     c->scales, c->blocks, c->net_width, pre, base);
+            snprintf(buf, cap, "realnvp: %d scales, affine couplings with ResNets of %d blocks, width %d%s%s, %s base",
+                     c->scales, c->blocks, c->net_width, pre, split, base);
         else
             snprintf(buf, cap, "realnvp: %d affine couplings, MLP %d x %d, %s base", c->couplings, c->depth,
                      c->net_width, base);
         break;
     case DFL_FLOW_GLOW:
         if (images)
-            snprintf(buf, cap, "glow: %d levels x %d steps (actnorm, %s 1x1 conv, %s coupling), width %d%s, %s%s base",
+            snprintf(buf, cap, "glow: %d levels x %d steps (actnorm, %s 1x1 conv, %s coupling), width %d%s%s, %s%s base",
                      c->levels, c->steps, c->lu ? "LU" : "plain", c->additive ? "additive" : "affine",
-                     c->net_width, pre, c->learn_top ? "learned-top " : "", base);
+                     c->net_width, pre, split, c->learn_top ? "learned-top " : "", base);
         else
             snprintf(buf, cap, "glow: %d steps (actnorm, %s 1x1, %s coupling MLP %d x %d), %s%s base", c->steps,
                      c->lu ? "LU" : "plain", c->additive ? "additive" : "affine", c->depth, c->net_width,
@@ -309,6 +313,8 @@ static int cfg_equal(const dfl_flow_cfg *a, const dfl_flow_cfg *b)
            a->levels == b->levels && a->steps == b->steps && a->net_width == b->net_width &&
            a->additive == b->additive && a->lu == b->lu && a->logit_alpha == b->logit_alpha &&
            a->dequant_bits == b->dequant_bits && a->learn_top == b->learn_top;
+    /* split_clamp is not compared: no flag sets it, and a resumed run keeps its checkpoint's
+     * (0, unbounded, for checkpoints written before the bound) */
 }
 
 int cli_flow_trainee_open(cli_trainee *t, const dfl_flow_cfg *cfg, int flags_given, const char *data, uint64_t seed,

@@ -814,14 +814,19 @@ static dfl_tensor *logit_apply(dfl_ctx *ctx, dfl_bijection *b, dfl_tensor *x, df
 
 /* ------------------------------------------------------------------ split with learned prior */
 
-dfl_bijection *dfl_bij_split_new(const char *name, int C, int H, int W, dfl_params *ps)
+dfl_bijection *dfl_bij_split_new(const char *name, int C, int H, int W, float clamp, dfl_params *ps)
 {
     if (C < 2 || H < 1 || W < 1) {
         dfl_fail(DFL_ERR_ARG, "%s: split needs an image with at least 2 channels (got %dx%dx%d)", name, C, H, W);
         return NULL;
     }
+    if (!(clamp >= 0.0f && clamp <= 1000.0f)) {
+        dfl_fail(DFL_ERR_ARG, "%s: split log-sd bound %g must be in [0, 1000] (0: none)", name, (double)clamp);
+        return NULL;
+    }
     dfl_bijection *b = bij_alloc(BK_SPLIT, name, C, H, W);
     if (!b) return NULL;
+    b->clamp = clamp;
     b->ca = (C + 1) / 2;
     b->cb = C / 2;
     int shw[4] = {2 * b->cb, b->ca, 3, 3}, shb = 2 * b->cb;
@@ -843,6 +848,10 @@ static dfl_tensor *split_apply(dfl_ctx *ctx, dfl_bijection *b, dfl_tensor *x, df
     dfl_tensor *z1 = dfl_slice_channels(ctx, x, 0, c1), *z2 = dfl_slice_channels(ctx, x, c1, C);
     dfl_tensor *h = conv(ctx, &b->pconv, z1);
     dfl_tensor *mu = dfl_slice_channels(ctx, h, 0, c2), *ls = dfl_slice_channels(ctx, h, c2, 2 * c2);
+    /* Soft bound |logsd| < c, logsd = c tanh(raw / c), the same map in both directions so the
+     * log-det stays exact: the raw log-sd is a linear conv of z1, unbounded when an under-trained
+     * flow's inverse hands it a huge z1 (|z1| ~ 1e5 gives exp(1e4) = inf; flows.md pitfall 7). */
+    if (b->clamp > 0) ls = dfl_scale(ctx, dfl_tanh(ctx, dfl_scale(ctx, ls, 1.0f / b->clamp)), b->clamp);
     dfl_tensor *y2;
     if (!inverse) y2 = dfl_mul(ctx, dfl_sub(ctx, z2, mu), dfl_exp(ctx, dfl_scale(ctx, ls, -1.0f)));
     else y2 = dfl_add(ctx, dfl_mul(ctx, z2, dfl_exp(ctx, ls)), mu);

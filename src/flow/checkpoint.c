@@ -44,6 +44,7 @@ char *dfl_flow_config_json(const dfl_flow *f, const dfl_model_info *info)
     for (size_t i = 0; i < N_CFG_INTS; i++)
         cJSON_AddNumberToObject(o, CFG_INTS[i].key, *(const int *)((const char *)c + CFG_INTS[i].off));
     cJSON_AddNumberToObject(o, "logit_alpha", (double)c->logit_alpha); /* round-trips exactly */
+    cJSON_AddNumberToObject(o, "split_clamp", (double)c->split_clamp);
     cJSON_AddStringToObject(o, "data", info->data);
     char dt[160];
     if (c->height > 0 && c->dequant_bits > 0)
@@ -117,6 +118,12 @@ static dfl_status cfg_from_json(const char *path, const cJSON *o, dfl_flow_cfg *
     if (!cJSON_IsNumber(alpha) || !(alpha->valuedouble >= 0 && alpha->valuedouble < 0.5))
         return dfl_fail(DFL_ERR_FORMAT, "%s: config lacks a valid \"logit_alpha\"", path);
     c->logit_alpha = (float)alpha->valuedouble;
+    /* The soft bound of the split priors' log-sd; checkpoints written before it have none and
+     * keep their meaning: unbounded log-sd (split_clamp 0), the same log p to the last digit. */
+    const cJSON *clamp = cJSON_GetObjectItemCaseSensitive(o, "split_clamp");
+    if (clamp && (!cJSON_IsNumber(clamp) || !(clamp->valuedouble >= 0 && clamp->valuedouble <= 1000)))
+        return dfl_fail(DFL_ERR_FORMAT, "%s: config has an invalid \"split_clamp\" (0..1000)", path);
+    c->split_clamp = clamp ? (float)clamp->valuedouble : 0.0f;
     /* Checkpoints written before the dequantization layer: their image flows modelled
      * y = -1 + 2 (v + u)/256 in [-1, 1) directly. The dequantization map in front of the same
      * layers is that model re-expressed on x = v + u (same tensors, same bits/dim), so it is

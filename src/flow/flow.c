@@ -79,6 +79,7 @@ dfl_status dfl_flow_preset(dfl_flow_kind k, int channels, int height, int width,
             cfg->blocks = 2;
             cfg->net_width = 16; /* 1x28x28: 214,799 parameters, ~1.5 s per batch-64 step on 1 core */
             cfg->logit_alpha = 0.05f;
+            cfg->split_clamp = DFL_SPLIT_LOGSD_BOUND;
         }
         break;
     case DFL_FLOW_GLOW:
@@ -95,6 +96,7 @@ dfl_status dfl_flow_preset(dfl_flow_kind k, int channels, int height, int width,
             cfg->net_width = 128; /* 1x28x28: 434,652 parameters, ~1.6 s per batch-64 step on 1 core */
             cfg->logit_alpha = 0.05f;
             cfg->learn_top = 1;
+            cfg->split_clamp = DFL_SPLIT_LOGSD_BOUND;
         }
         break;
     default: return dfl_fail(DFL_ERR_ARG, "flow preset: unknown kind %d", (int)k);
@@ -138,6 +140,8 @@ static dfl_status validate(const dfl_flow_cfg *c)
     if (!(c->logit_alpha >= 0.0f && c->logit_alpha < 0.5f)) return dfl_fail(DFL_ERR_ARG, "%s: logit_alpha %g not in [0, 0.5)", k, (double)c->logit_alpha);
     if (c->dequant_bits < 0 || c->dequant_bits > 16 || (vec && c->dequant_bits))
         return dfl_fail(DFL_ERR_ARG, "%s: dequant_bits %d must be 0 (vectors, or images given in [-1, 1)) or 1..16 (images)", k, c->dequant_bits);
+    if (!(c->split_clamp >= 0.0f && c->split_clamp <= 1000.0f))
+        return dfl_fail(DFL_ERR_ARG, "%s: split_clamp %g not in [0, 1000]", k, (double)c->split_clamp);
     if (c->learn_top != 0 && (c->learn_top != 1 || c->kind != DFL_FLOW_GLOW))
         return dfl_fail(DFL_ERR_ARG, "%s: learn_top %d must be 0 (or 1 for glow)", k, c->learn_top);
     long D = (long)c->channels * (vec ? 1 : (long)c->height * c->width);
@@ -232,7 +236,7 @@ static int build_realnvp(builder *bd, const dfl_flow_cfg *c)
                 return -1;
         }
         snprintf(nm, sizeof nm, "realnvp.%d.split", s);
-        if (add(bd, dfl_bij_split_new(nm, bd->C, bd->H, bd->W, &f->params))) return -1;
+        if (add(bd, dfl_bij_split_new(nm, bd->C, bd->H, bd->W, c->split_clamp, &f->params))) return -1;
     }
     return 0;
 }
@@ -273,7 +277,7 @@ static int build_glow(builder *bd, const dfl_flow_cfg *c)
         }
         if (l < c->levels - 1) {
             snprintf(nm, sizeof nm, "glow.%d.split", l);
-            if (add(bd, dfl_bij_split_new(nm, bd->C, bd->H, bd->W, &f->params))) return -1;
+            if (add(bd, dfl_bij_split_new(nm, bd->C, bd->H, bd->W, c->split_clamp, &f->params))) return -1;
         }
     }
     return c->learn_top ? add(bd, dfl_bij_prior_new("glow.top", bd->C, bd->H, bd->W, &f->params)) : 0; /* Glow learntop */

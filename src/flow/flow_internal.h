@@ -46,8 +46,9 @@ struct dfl_bijection {
     int bits;
     /* learned top prior */
     dfl_tensor *pmean, *plogs;
-    /* split: conditional prior conv */
+    /* split: conditional prior conv, and the soft bound of its log-sd (0: none) */
     dfl_conv_layer pconv;
+    float clamp;
     /* flow bookkeeping: offset of a split's factored-out part in the flattened latent */
     int zoff;
 };
