@@ -41,8 +41,24 @@ CK="$T/good/model.safetensors"
 sum_before=$(sha256sum "$CK" "$T/good/train_state.safetensors")
 expect_error "existing run" "--resume" -- "$BIN" train --data moons --steps 40 --out "$T/good"
 expect_error "resume with another lr" "trained with --lr 0.001" -- "$BIN" train --data moons --steps 80 --lr 1e30 --resume --out "$T/good"
-# NaN: a run saved at step 1 with lr 1e30 (which --resume keeps) blows up at step 2 and keeps its checkpoint.
-"$BIN" train --data moons --steps 1 --lr 1e30 --samples 0 --out "$T/nan" 2>/dev/null || { echo "FAIL nan run"; nfail=$((nfail+1)); }
+# NaN: one update at lr 1e30 wrecks the weights; they are checked (one no-grad loss, raw and EMA)
+# before every save, so no checkpoint is written that eval would refuse.
+expect_error "NaN weights are not saved" "after step 1; training stopped before any checkpoint was written" -- \
+  "$BIN" train --data moons --steps 1 --lr 1e30 --samples 0 --out "$T/nan1"
+[ -e "$T/nan1/model.safetensors" ] && { echo "FAIL lr 1e30 wrote a checkpoint"; nfail=$((nfail+1)); }
+# A NaN in a resumed run keeps the last good checkpoint: a copy of the good run whose saved raw
+# weights hold a NaN.
+cp -r "$T/good" "$T/nan"
+python3 - "$T/nan/train_state.safetensors" <<'PY'
+import json, struct, sys
+b = bytearray(open(sys.argv[1], "rb").read())
+n = struct.unpack("<Q", b[:8])[0]
+h = json.loads(b[8:8 + n])
+k = next(k for k in h if k.startswith("param."))
+lo = h[k]["data_offsets"][0]
+b[8 + n + lo:8 + n + lo + 4] = struct.pack("<f", float("nan"))
+open(sys.argv[1], "wb").write(b)
+PY
 nan_before=$(sha256sum "$T/nan/model.safetensors" "$T/nan/train_state.safetensors")
 expect_error "NaN loss" "last good checkpoint" -- "$BIN" train --data moons --steps 80 --resume --out "$T/nan"
 [ "$nan_before" = "$(sha256sum "$T/nan/model.safetensors" "$T/nan/train_state.safetensors")" ] || { echo "FAIL NaN loss damaged the checkpoint"; nfail=$((nfail+1)); }

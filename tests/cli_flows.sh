@@ -220,13 +220,30 @@ expect_error "ODE flag with a flow checkpoint" "--rtol" -- "$BIN" eval --ckpt "$
 [ -e "$T/x.csv" ] && { echo "FAIL a refused sample wrote its output"; nfail=$((nfail+1)); }
 expect_error "resume with another flow" "trained as" -- "$BIN" train --method realnvp --data moons --width 32 --steps 500 --resume --out "$T/realnvp-moons"
 expect_error "resume with another lr" "trained with --lr" -- "$BIN" train --method realnvp --data moons --steps 500 --lr 1e30 --resume --threads 1 --out "$T/realnvp-moons"
-# Non-finite: a flow saved at step 1 with lr 1e30 (which --resume keeps) fails at step 2, naming the
-# layer, and keeps its checkpoint.
-"$BIN" train --method realnvp --data moons --steps 1 --lr 1e30 --samples 0 --threads 1 --out "$T/nan" 2>/dev/null \
-  || { echo "FAIL nan flow run"; nfail=$((nfail+1)); }
-nan_before=$(sha256sum "$T/nan/model.safetensors" "$T/nan/train_state.safetensors")
-expect_error "non-finite loss keeps the checkpoint" "last good checkpoint" -- "$BIN" train --method realnvp --data moons --steps 20 --resume --threads 1 --out "$T/nan"
-[ "$nan_before" = "$(sha256sum "$T/nan/model.safetensors" "$T/nan/train_state.safetensors")" ] || { echo "FAIL a non-finite flow run changed its checkpoint"; nfail=$((nfail+1)); }
+# Non-finite: one update at lr 1e30 wrecks the weights (the step's own loss, computed before the
+# update, is finite). The weights about to be saved are checked first (one no-grad loss, raw and
+# EMA), so no checkpoint is written that eval would refuse; any checkpoint kept must pass eval.
+expect_error "lr 1e30: weights checked before the first save" \
+  "the updated weights: realnvp.0.coupling: log-det is nan after step 1; training stopped before any checkpoint was written" \
+  -- "$BIN" train --method realnvp --data moons --steps 1 --lr 1e30 --samples 0 --threads 1 --out "$T/nan"
+[ -e "$T/nan/model.safetensors" ] && { echo "FAIL lr 1e30 wrote a checkpoint"; nfail=$((nfail+1)); }
+for ck in "$T"/nan/model.safetensors; do
+  [ -e "$ck" ] && check "a checkpoint kept after lr 1e30 passes eval" "$BIN" eval --ckpt "$ck" -n 100 --threads 1
+done
+# A layer error during training (lr 3: glow.0.invconv near-singular at step 12, the same every run)
+# keeps the last good checkpoint (step 10 of --ckpt-every 5), which passes eval; --resume from it
+# fails again at step 12 and leaves it unchanged.
+G3=(--method glow --data moons --lr 3 --steps 200 --ckpt-every 5 --samples 0 --threads 1 --out "$T/lr3")
+expect_error "layer error keeps the last good checkpoint" \
+  "glow.0.invconv: 1x1 conv weight is singular or near-singular (.*) at step 12; training stopped, the last good checkpoint .* is kept" \
+  -- "$BIN" train "${G3[@]}"
+check "kept checkpoint is step 10" grep -q '^step: *10$' <("$BIN" info --ckpt "$T/lr3/model.safetensors")
+"$BIN" eval --ckpt "$T/lr3/model.safetensors" -n 100 --threads 1 >"$T/lr3.eval" 2>&1
+check "kept checkpoint passes eval" grep -q '^log p (nats) *-[0-9]' "$T/lr3.eval"
+nan_before=$(sha256sum "$T/lr3/model.safetensors" "$T/lr3/train_state.safetensors")
+expect_error "resumed layer error at the same step" "glow.0.invconv: .* at step 12; training stopped, the last good checkpoint" \
+  -- "$BIN" train "${G3[@]}" --resume
+[ "$nan_before" = "$(sha256sum "$T/lr3/model.safetensors" "$T/lr3/train_state.safetensors")" ] || { echo "FAIL a failing flow run changed its checkpoint"; nfail=$((nfail+1)); }
 [ "$sum_before" = "$(sha256sum "$CK" "$T/realnvp-moons/train_state.safetensors")" ] || { echo "FAIL a refused run changed the checkpoint"; nfail=$((nfail+1)); }
 # Checkpoints of another model: a tensor renamed, and one with another shape.
 python3 - "$CK" "$T/renamed.safetensors" "$T/reshaped.safetensors" <<'PY'

@@ -397,6 +397,40 @@ static int fail_usage(const char *what)
     return 2;
 }
 
+/* Before a checkpoint is written: one no-grad loss on the current batch with the updated raw
+ * weights, and with the EMA weights (what model.safetensors holds) when EMA is on. An update can
+ * leave weights whose loss is no longer finite (lr 1e30: the step's own loss was computed before
+ * the update); such a checkpoint would be refused by eval and fail on --resume, so it is not
+ * written. The draws of a diffusion loss (t, noise) come from a stream of their own, keyed on
+ * (seed, step): the training stream is untouched, so runs stay byte-identical with or without
+ * the check. Returns 0 when both losses are finite, else 1 with `why` set ("the updated weights
+ * give a loss of NaN", or the loss's own error naming the layer). */
+static int checkpoint_weights_bad(cli_trainee *t, dfl_ctx *ctx, dfl_adam *opt, float *x, const float *xe, int ndim,
+                                  const int *shape, uint64_t seed, long step, char *why, size_t cap)
+{
+    for (int ema = 0; ema < 1 + (opt->ema != NULL); ema++) {
+        dfl_rng r;
+        dfl_rng_init(&r, seed * 0xD6E8FEB86659FD93ull ^ (uint64_t)step * 0xC2B2AE3D27D4EB4Full ^ 0x636B7074636865ull);
+        if (ema) dfl_adam_swap_ema(opt);
+        dfl_ctx_reset(ctx);
+        int g = dfl_ctx_set_grad(ctx, 0);
+        dfl_tensor *loss = t->loss(t, ctx, x, xe, ndim, shape, &r);
+        dfl_ctx_set_grad(ctx, g);
+        if (ema) dfl_adam_swap_ema(opt);
+        const char *which = ema ? "the updated EMA weights" : "the updated weights";
+        if (!loss) {
+            char e[512];
+            snprintf(e, sizeof e, "%s", dfl_last_error());
+            snprintf(why, cap, "%s: %s", which, e);
+        } else if (!isfinite(loss->data[0])) {
+            snprintf(why, cap, "%s give a loss of %s", which, fmt_value(loss->data[0]));
+        }
+        dfl_ctx_reset(ctx);
+        if (!loss || !isfinite(loss->data[0])) return 1;
+    }
+    return 0;
+}
+
 int cmd_reflow(int argc, char **argv)
 {
     int has = 0, help = 0;
@@ -1051,6 +1085,18 @@ int cmd_train(int argc, char **argv)
         }
         dfl_progress_update(&prog, step, lv);
         if (step % o.ckpt_every == 0 || step == o.steps || g_stop_signal) {
+            char why[1024];
+            if (checkpoint_weights_bad(&t, ctx, &opt, xb, xe, ndim, shape, o.seed, step, why, sizeof why)) {
+                dfl_progress_end(&prog);
+                if (last_good >= 0 || o.resume)
+                    snprintf(msg, sizeof msg, "%s after step %ld; training stopped, the last good checkpoint %s is kept (try a lower --lr)",
+                             why, step, p_model);
+                else
+                    snprintf(msg, sizeof msg, "%s after step %ld; training stopped before any checkpoint was written (try a lower --lr)",
+                             why, step);
+                fail_cli(msg);
+                goto done;
+            }
             info.step = step;
             dfl_status st = save_state(p_state, &opt, &rng, step, &o);
             if (!st) {

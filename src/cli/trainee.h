@@ -16,7 +16,9 @@ struct cli_trainee {
     dfl_params *(*params)(cli_trainee *t);
     /* Scalar training loss of batch x (ndim, shape), recorded on ctx's tape; xe: the paired noise
      * of reflow or NULL. NULL with the message set on failure (e.g. a flow layer's non-finite
-     * log-det, named). */
+     * log-det, named). Also called with grad disabled before every checkpoint, on the raw and
+     * the EMA weights with an rng of its own, to check that the weights about to be saved still
+     * give a finite loss: it must not modify x or keep state between calls. */
     dfl_tensor *(*loss)(cli_trainee *t, dfl_ctx *ctx, float *x, const float *xe, int ndim, const int *shape,
                         dfl_rng *rng);
     /* Data-dependent initialisation on the first batch of a new run (never on --resume), or NULL. */
