@@ -105,6 +105,15 @@ check() { # NAME CONDITION-COMMAND...
   local name="$1"; shift
   if "$@"; then echo "ok   $name"; else echo "FAIL $name"; nfail=$((nfail + 1)); fi
 }
+# expect_usage NAME PATTERN -- command...: expect_error, and the exit status is 2 (an invalid command
+# line, README), not 1 (a run that failed).
+expect_usage() {
+  local name="$1" pat="$2"; shift 3
+  expect_error "$name" "$pat" -- "$@"
+  "$@" >/dev/null 2>&1
+  local rc=$?
+  [ "$rc" -eq 2 ] || { echo "FAIL $name: exit status $rc, not 2"; nfail=$((nfail + 1)); }
+}
 
 # 2. Resume. (That a saved and reloaded flow gives bit-identical log p is tests/test_flow_checkpoint.c.)
 CK="$T/realnvp-moons/model.safetensors"
@@ -181,15 +190,16 @@ expect_error "flow flag with a diffusion method" "--width" -- "$BIN" train --met
 expect_error "flow flag with cnf" "--couplings" -- "$BIN" train --method cnf --data moons --couplings 4 --out "$T/z"
 expect_error "diffusion flag with a flow" "--pred" -- "$BIN" train --method realnvp --data moons --pred eps --out "$T/z"
 expect_error "sampler flag with a flow (train)" "--sample-steps" -- "$BIN" train --method glow --data moons --sample-steps 5 --out "$T/z"
-expect_error "flag the flow does not use" "--levels" -- "$BIN" train --method nice --data moons --levels 2 --out "$T/z"
+expect_usage "flag the flow does not use" "--levels" -- "$BIN" train --method nice --data moons --levels 2 --out "$T/z"
 expect_error "image-only flag on 2-D data" "--scales" -- "$BIN" train --method realnvp --data moons --scales 2 --out "$T/z"
 expect_error "bad coupling" "--coupling" -- "$BIN" train --method glow --data moons --coupling spline --out "$T/z"
-expect_error "zero width" "--width" -- "$BIN" train --method realnvp --data moons --width 0 --out "$T/z"
+expect_usage "zero width" "--width" -- "$BIN" train --method realnvp --data moons --width 0 --out "$T/z"
+expect_usage "bad --invconv (exit 2)" "--invconv" -- "$BIN" train --method glow --data moons --invconv qr --out "$T/z"
 expect_error "cnf with eps prediction" "--pred" -- "$BIN" train --method cnf --data moons --pred eps --out "$T/z"
 if [ -d /usr/share/datasets/fashion-mnist ]; then
-  expect_error "squeeze cannot divide 7" "squeeze" -- "$BIN" train --method glow --levels 3 --out "$T/z"
+  expect_usage "squeeze cannot divide 7" "squeeze" -- "$BIN" train --method glow --levels 3 --out "$T/z"
   expect_error "--logit-alpha with nice (no logit layer)" "--logit-alpha" -- "$BIN" train --method nice --logit-alpha 0.05 --out "$T/z"
-  expect_error "--learn-top 2" "--learn-top" -- "$BIN" train --method glow --learn-top 2 --out "$T/z"
+  expect_usage "--learn-top 2" "--learn-top" -- "$BIN" train --method glow --learn-top 2 --out "$T/z"
   expect_error "--learn-top with realnvp" "--learn-top" -- "$BIN" train --method realnvp --learn-top 1 --out "$T/z"
   # 5. Images: the flow's first layer dequantizes x = v + u in [0, 256), so eval's bits/dim is
   #    -log p / (784 ln 2) with no constant (a 2-step Glow: about 6.5 bits/dim), and samples are

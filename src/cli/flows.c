@@ -147,9 +147,10 @@ dfl_status cli_flow_cfg_from_flags(const char *method, const cli_flow_flags *ff,
     dfl_rng r;
     dfl_rng_init(&r, 0);
     dfl_flow *f = dfl_flow_new(cfg, &r);
-    if (!f) {
+    if (!f) { /* DFL_ERR_ARG: the command line asked for it; out of memory is not a usage error */
         snprintf(why, sizeof why, "%s", dfl_last_error());
-        return dfl_fail(DFL_ERR_ARG, "%s (--method %s on %s)", why, method, data);
+        return dfl_fail(strstr(why, "out of memory") ? DFL_ERR_NOMEM : DFL_ERR_ARG, "%s (--method %s on %s)", why,
+                        method, data);
     }
     dfl_flow_free(f);
     return DFL_OK;

@@ -37,7 +37,8 @@ int cli_flow_flags_seen(arg_spec *specs);
 const char *cli_flow_flags_refusal(arg_spec *specs, const char *method);
 /* The flow of `method` for data (C, H, W) (vectors: (D, 0, 0)) from the preset and the flags given;
  * refuses a flag the (kind, data) does not use, a value out of range, and a layout the data cannot
- * take (the library's message naming the layer), by building it once. DFL_ERR_ARG + message. */
+ * take (the library's message naming the layer), by building it once. DFL_ERR_ARG + message (an
+ * invalid command line: exit status 2), or DFL_ERR_NOMEM when building it ran out of memory. */
 dfl_status cli_flow_cfg_from_flags(const char *method, const cli_flow_flags *ff, arg_spec *specs, const char *data,
                                    int C, int H, int W, dfl_flow_cfg *cfg);
 /* Default --steps, --batch, --lr of a flow (those not given). */

@@ -789,10 +789,12 @@ int cmd_train(int argc, char **argv)
 
     dfl_flow_cfg fcfg;
     memset(&fcfg, 0, sizeof fcfg);
-    if (is_flow && cli_flow_cfg_from_flags(o.method, &ff, specs, o.data, is_images ? ds.c : 2, is_images ? ds.h : 0,
-                                           is_images ? ds.w : 0, &fcfg)) {
+    dfl_status fst = is_flow ? cli_flow_cfg_from_flags(o.method, &ff, specs, o.data, is_images ? ds.c : 2,
+                                                       is_images ? ds.h : 0, is_images ? ds.w : 0, &fcfg)
+                             : DFL_OK;
+    if (fst) { /* a flag value or a layout the data cannot take: an invalid command line (exit 2) */
         dfl_dataset_free(&ds);
-        return fail_cli(dfl_last_error());
+        return fst == DFL_ERR_ARG ? fail_usage(dfl_last_error()) : fail_cli(dfl_last_error());
     }
 
     char outdir[2048];
