@@ -1050,10 +1050,10 @@ int cmd_train(int argc, char **argv)
         if (!loss) {
             dfl_progress_end(&prog);
             if (last_good >= 0 || o.resume)
-                snprintf(msg, sizeof msg, "%s at step %ld; training stopped, the last good checkpoint %s is kept",
+                snprintf(msg, sizeof msg, "%s at step %ld; training stopped, the last good checkpoint %s is kept (try a lower --lr)",
                          dfl_last_error(), step + 1, p_model);
             else
-                snprintf(msg, sizeof msg, "%s at step %ld; training stopped before any checkpoint was written",
+                snprintf(msg, sizeof msg, "%s at step %ld; training stopped before any checkpoint was written (try a lower --lr)",
                          dfl_last_error(), step + 1);
             fail_cli(msg);
             goto done;
