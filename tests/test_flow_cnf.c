@@ -41,9 +41,11 @@ static double max_abs_diff(const double *a, const double *b, size_t n)
     return m;
 }
 
-/* A toy-mlp FM model (what cnf trains) with weights perturbed away from their initial values. */
-static void make_model(dfl_model *m, dfl_rng *r)
+/* A toy-mlp FM model (what cnf trains) with weights perturbed away from their initial values,
+ * drawn from r seeded with `seed` (r keeps the stream for the test's points). */
+static void make_model(dfl_model *m, dfl_rng *r, uint64_t seed)
 {
+    dfl_rng_init(r, seed);
     dfl_arch_cfg ac;
     assert_int_equal(dfl_arch_preset("toy-mlp", &ac), DFL_OK);
     dfl_process_default(&m->proc, DFL_FAMILY_FM);
@@ -61,9 +63,8 @@ static void make_model(dfl_model *m, dfl_rng *r)
 static void check_roundtrip(dfl_div_mode mode)
 {
     dfl_rng r;
-    dfl_rng_init(&r, 17);
     dfl_model m;
-    make_model(&m, &r);
+    make_model(&m, &r, 17);
     dfl_ctx *ctx = dfl_ctx_new();
     dfl_model_field mf = {ctx, &m, 2, {0, 2, 1, 1}, 0};
     reversed rv = {&mf};
@@ -143,9 +144,8 @@ static void test_cnf_logdet_finite_differences(void **state)
 {
     (void)state;
     dfl_rng r;
-    dfl_rng_init(&r, 23);
     dfl_model m;
-    make_model(&m, &r);
+    make_model(&m, &r, 23);
     dfl_ctx *ctx = dfl_ctx_new();
     dfl_model_field mf = {ctx, &m, 2, {0, 2, 1, 1}, 0};
     enum { N = 5, D = 2, K = 1 + 4 * D }; /* per point: x, then x +- s e_j for s = h, h/2, j = 0, 1 */
