@@ -300,9 +300,9 @@ int cmd_sample(int argc, char **argv)
         fprintf(stderr, "difflow: error: %s (-o)\n", dfl_last_error());
         goto done;
     }
-    printf("%d samples from %s (%s, %s, step %ld): sampler %s, schedule %s, %d steps, NFE %d, %.2f s -> %s\n", n, ckpt,
-           info.arch, dfl_family_name(m.proc.family), info.step, dfl_sampler_name(sc.sampler),
-           dfl_schedule_name(sc.schedule), steps, nfe_total, dfl_now() - t0, out);
+    printf("%d samples from %s (%s, %s, step %ld): sampler %s, schedule %s, %d steps, NFE %d, temperature %g, %.2f s -> %s\n",
+           n, ckpt, info.arch, dfl_family_name(m.proc.family), info.step, dfl_sampler_name(sc.sampler),
+           dfl_schedule_name(sc.schedule), steps, nfe_total, temperature, dfl_now() - t0, out);
     rc = 0;
 done:
     free(x);
