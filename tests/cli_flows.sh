@@ -8,26 +8,29 @@
 #     run byte for byte, so the ActNorm "initialised" flag travels with the checkpoint and init never
 #     runs twice. (Save/reload giving bit-identical log p: tests/test_flow_checkpoint.c.)
 #  3. sample --temperature (flows, and a CNF with a deterministic sampler): the same seed gives the
-#     same file; a lower temperature a narrower cloud.
-#  4. Bad input: one "difflow: error:" line naming the flag/file/layer, non-zero exit, nothing
-#     overwritten.
+#     same file; a lower temperature a narrower cloud; a trained 2-D Glow is finite at T = 1; an
+#     overflowing inverse is one error line that names --temperature and advises a lower one.
+#  4. Bad input: one "difflow: error:" line naming the flag/file/layer, non-zero exit (2 for an
+#     invalid command line), nothing overwritten; lr 1e30 writes no checkpoint (the weights are
+#     checked before every save), a layer error (glow --lr 3) keeps a checkpoint that passes eval
+#     and advises a lower --lr, the same line every run.
 #  5. With Fashion-MNIST installed: image flows model x = v + u in [0, 256) (a dequantization layer
 #     first), so eval's bits/dim = -log p / (D ln 2) exactly.
 #
 # Settings: the cheapest measured to pass with margin (2 shared cores, one --threads 1 job per core;
-# CPU seconds train + eval):
-#   method   data        steps  lr    mean - bound (SE)   CPU s
-#   realnvp  moons        400   3e-3  -0.027 (0.016)       5 + 0   (300 steps: -0.030)
-#   realnvp  8gaussians   800   3e-3  -0.113 (0.021)      10 + 0   (500 steps: -0.143, at 1e-3: -0.178)
-#   cnf      moons       1000   3e-3  -0.077 (0.015)       9 + 3   (600 steps: -0.167)
-#   cnf      8gaussians  1200   3e-3  -0.106 (0.020)      10 + 3
-#   nice     moons       1000   1e-3  -0.163 (0.016)      20 + 0   (2-D preset: 8 couplings of 3 x 128)
-#   nice     8gaussians  1500   3e-3  -0.302 (0.019)      11 + 0   with --couplings 12 --hidden 64 --depth 2
-#            (the preset, 1500 steps: -0.350 at 31 CPU s. Volume-preserving couplings and one global
+# CPU seconds train + eval, measured 2026-12-04 at commit 35f4d95, docs/FLOWS.md "Results: 2-D"):
+#   method   data        steps  lr    log p (SE)        mean - bound   CPU s
+#   realnvp  moons        400   3e-3  -2.4178 (0.016)   -0.024          1.3 + 0   (300 steps: -0.030)
+#   realnvp  8gaussians   800   3e-3  -2.9492 (0.022)   -0.117          2.4 + 0   (500 steps: -0.143, at 1e-3: -0.178)
+#   cnf      moons       1000   3e-3  -2.4711 (0.015)   -0.077          2.2 + 0.5 (600 steps: -0.167)
+#   cnf      8gaussians  1200   3e-3  -2.9378 (0.020)   -0.106          2.8 + 0.8
+#   nice     moons       1000   1e-3  -2.5710 (0.016)   -0.177          5.7 + 0   (2-D preset: 8 couplings of 3 x 128)
+#   nice     8gaussians  1500   3e-3  -3.1113 (0.021)   -0.279          2.0 + 0   with --couplings 12 --hidden 64 --depth 2
+#            (the preset, 1500 steps: -0.350 at 8.6 CPU s. Volume-preserving couplings and one global
 #            scale need many layers to carve 8 separate modes.)
-#   glow     moons        600   3e-3  -0.024 (0.016)       3 + 0   (not asserted; the resume check uses it)
-# About 75 CPU seconds in all: 43 s wall measured on the 2 cores at load average ~1 (two lanes),
-# 2.5 minutes at load average 6-8.
+#   glow     moons        600   3e-3  -2.4189 (0.016)   -0.025          0.8 + 0   (not asserted; the resume check runs 120 steps)
+# About 20 CPU seconds of training in all; the whole script took 16-23 s wall on the 2 cores at load
+# average ~2.7 (two lanes), with the bad-input, NaN and lr-3 checks.
 set -uo pipefail
 BIN="$1"
 T=$(mktemp -d /tmp/dfl_flows.XXXXXX)
@@ -151,7 +154,8 @@ PY
 
 # CNF (flow matching) at temperature T: a deterministic sampler from x_T = T z.
 CNF="$T/cnf-moons/model.safetensors"
-"$BIN" sample --ckpt "$CNF" -n 500 --seed 5 --temperature 0.5 --threads 1 -o "$T/c05a.csv" >/dev/null
+"$BIN" sample --ckpt "$CNF" -n 500 --seed 5 --temperature 0.5 --threads 1 -o "$T/c05a.csv" >"$T/c05a.txt"
+check "cnf: the sample line states the temperature" grep -q 'NFE [0-9]*, temperature 0.5, ' "$T/c05a.txt"
 "$BIN" sample --ckpt "$CNF" -n 500 --seed 5 --temperature 0.5 --threads 1 -o "$T/c05b.csv" >/dev/null
 "$BIN" sample --ckpt "$CNF" -n 500 --seed 5 --threads 1 -o "$T/c1.csv" >/dev/null
 check "cnf: same seed and temperature: identical samples" cmp -s "$T/c05a.csv" "$T/c05b.csv"
