@@ -431,6 +431,16 @@ static int checkpoint_weights_bad(cli_trainee *t, dfl_ctx *ctx, dfl_adam *opt, f
     return 0;
 }
 
+/* The line of a run stopped by numerics: "<what>; training stopped, the last good checkpoint
+ * <path> is kept (try a lower --lr)", or "... before any checkpoint was written ...". */
+static void stopped_msg(char *msg, size_t cap, const char *what, int kept, const char *p_model)
+{
+    if (kept)
+        snprintf(msg, cap, "%s; training stopped, the last good checkpoint %s is kept (try a lower --lr)", what, p_model);
+    else
+        snprintf(msg, cap, "%s; training stopped before any checkpoint was written (try a lower --lr)", what);
+}
+
 int cmd_reflow(int argc, char **argv)
 {
     int has = 0, help = 0;
@@ -1049,12 +1059,9 @@ int cmd_train(int argc, char **argv)
         dfl_tensor *loss = t.loss(&t, ctx, xb, xe, ndim, shape, &rng);
         if (!loss) {
             dfl_progress_end(&prog);
-            if (last_good >= 0 || o.resume)
-                snprintf(msg, sizeof msg, "%s at step %ld; training stopped, the last good checkpoint %s is kept (try a lower --lr)",
-                         dfl_last_error(), step + 1, p_model);
-            else
-                snprintf(msg, sizeof msg, "%s at step %ld; training stopped before any checkpoint was written (try a lower --lr)",
-                         dfl_last_error(), step + 1);
+            char what[1024];
+            snprintf(what, sizeof what, "%s at step %ld", dfl_last_error(), step + 1);
+            stopped_msg(msg, sizeof msg, what, last_good >= 0 || o.resume, p_model);
             fail_cli(msg);
             goto done;
         }
@@ -1087,15 +1094,11 @@ int cmd_train(int argc, char **argv)
         }
         dfl_progress_update(&prog, step, lv);
         if (step % o.ckpt_every == 0 || step == o.steps || g_stop_signal) {
-            char why[1024];
+            char why[1024], what[1100];
             if (checkpoint_weights_bad(&t, ctx, &opt, xb, xe, ndim, shape, o.seed, step, why, sizeof why)) {
                 dfl_progress_end(&prog);
-                if (last_good >= 0 || o.resume)
-                    snprintf(msg, sizeof msg, "%s after step %ld; training stopped, the last good checkpoint %s is kept (try a lower --lr)",
-                             why, step, p_model);
-                else
-                    snprintf(msg, sizeof msg, "%s after step %ld; training stopped before any checkpoint was written (try a lower --lr)",
-                             why, step);
+                snprintf(what, sizeof what, "%s after step %ld", why, step);
+                stopped_msg(msg, sizeof msg, what, last_good >= 0 || o.resume, p_model);
                 fail_cli(msg);
                 goto done;
             }
