@@ -2,10 +2,19 @@
 #ifndef DIFFLOW_CLI_H
 #define DIFFLOW_CLI_H
 
+#include <signal.h>
 #include "args.h"
 #include "difflow/core.h"
 #include "difflow/gen.h"
 #include "difflow/nn.h"
+
+/* Ctrl-C / SIGTERM (signals.c). cli_signals_init: called first thing in main(), before any thread
+ * exists; blocks SIGINT and SIGTERM in every thread and starts the one thread that receives them.
+ * Returns 0, or -1 when the thread could not start (the signals then keep their default action).
+ * cli_signals_catch(flag): from now on a signal stores its number in *flag (set to 0 here) instead
+ * of ending the process; NULL restores the default action. */
+int cli_signals_init(void);
+void cli_signals_catch(volatile sig_atomic_t *flag);
 
 int cmd_train(int argc, char **argv);
 int cmd_reflow(int argc, char **argv);

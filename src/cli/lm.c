@@ -214,7 +214,6 @@ static dfl_status lm_load_state(const char *path, dfl_adam *opt, long *step)
 }
 
 static volatile sig_atomic_t g_lm_stop = 0;
-static void lm_on_signal(int sig) { g_lm_stop = sig; }
 
 static int mkdirs(const char *path)
 {
@@ -441,11 +440,7 @@ static int lm_train(int argc, char **argv)
             dfl_posenc_name(c.posenc), c.layers, c.dim, c.heads, c.context, dfl_params_count(dfl_lm_params(m)), text_name(o.text),
             n, ntrain, ntrain, n, vn, o.steps, o.batch, o.lr, dfl_get_threads(), dfl_get_threads() == 1 ? "" : "s", outdir);
 
-    struct sigaction sa;
-    memset(&sa, 0, sizeof sa);
-    sa.sa_handler = lm_on_signal;
-    sigaction(SIGINT, &sa, NULL);
-    sigaction(SIGTERM, &sa, NULL);
+    cli_signals_catch(&g_lm_stop);
     const char *extra[] = {"text", o.text ? o.text : ""};
     dfl_progress prog;
     dfl_progress_start(&prog, stderr, "lm train", step, o.steps, o.log_every);
@@ -513,6 +508,7 @@ static int lm_train(int argc, char **argv)
     fprintf(stderr, "difflow: done: %s (step %ld, validation %.4f bits/byte at context %d)\n", p_model, step, val, o.context);
     rc = 0;
 done:
+    cli_signals_catch(NULL);
     if (logf) fclose(logf);
     free(js);
     free(win);

@@ -23,6 +23,7 @@ static void usage(FILE *f)
 
 int main(int argc, char **argv)
 {
+    cli_signals_init(); /* before any thread exists: see signals.c */
     if (argc < 2) {
         usage(stderr);
         return 2;

@@ -362,7 +362,6 @@ static dfl_status truncate_log(const char *path, long step)
 
 static volatile sig_atomic_t g_stop_signal = 0;
 
-static void on_stop_signal(int sig) { g_stop_signal = sig; }
 
 /* Removes temporary files a killed save left in the run directory (our own naming only:
  * "<name>.safetensors.tmp.<pid>" and "config.json.tmp.<pid>"). */
@@ -993,11 +992,7 @@ int cmd_train(int argc, char **argv)
             dfl_get_threads() == 1 ? "" : "s", outdir);
 
     /* Ctrl-C / SIGTERM: finish the current step, save a checkpoint, stop. */
-    struct sigaction sa;
-    memset(&sa, 0, sizeof sa);
-    sa.sa_handler = on_stop_signal;
-    sigaction(SIGINT, &sa, NULL);
-    sigaction(SIGTERM, &sa, NULL);
+    cli_signals_catch(&g_stop_signal);
     dfl_progress prog;
     dfl_progress_start(&prog, stderr, "train", step, o.steps, o.log_every);
     long cur_epoch = -1;
@@ -1166,6 +1161,7 @@ int cmd_train(int argc, char **argv)
     fprintf(stderr, "difflow: done: %s (step %ld)\n", p_model, step);
     rc = 0;
 done:
+    cli_signals_catch(NULL);
     if (logf) fclose(logf);
     free(xb);
     free(xq);
