@@ -94,9 +94,12 @@ expect_error "checkpoint with an unknown posenc" "unknown DiT posenc 'rope'" -- 
 # The default is rope2d.
 grep -q '"posenc":"rope2d"' "$T/fm/config.json" || fail "--arch dit without --posenc should record rope2d"
 expect_error "resume with another posenc" "trained with --posenc sincos, not rope2d" -- \
-  "$BIN" train --arch dit "${c[@]}" --steps 4 --out "$T/pe-sincos" --resume
+  "$BIN" train --arch dit --posenc rope2d "${c[@]}" --steps 4 --out "$T/pe-sincos" --resume
 "$BIN" train --arch dit --posenc sincos "${c[@]}" --steps 3 --out "$T/pe-sincos" --resume 2>/dev/null \
   || fail "resume with the same --posenc"
+"$BIN" train --steps 4 --threads 1 --samples 0 --out "$T/pe-sincos" --resume 2>"$T/pe-resume.log" \
+  || fail "resume without --arch/--posenc (taken from the run's config.json): $(tail -n 1 "$T/pe-resume.log")"
+grep -q "posenc sincos" "$T/pe-resume.log" || fail "resume without --posenc did not continue the sincos DiT: $(head -n 1 "$T/pe-resume.log")"
 # reflow keeps the teacher's encoding (the student starts from its weights) and refuses --posenc.
 "$BIN" reflow --ckpt "$T/pe-sincos/model.safetensors" --pairs 8 --batch 8 --steps 1 --pair-steps 2 --samples 0 \
   --threads 1 --out "$T/reflow" 2>/dev/null || fail "reflow from a sincos DiT"

@@ -36,6 +36,15 @@ grep -q '^60,[^,]*,0.003,' "$T/split/log.csv" && grep -q '^45,[^,]*,0.00225,' "$
 "$BIN" train --data moons --method fm --threads 1 --samples 0 --steps 84 --resume --lr 3e-3 --batch 128 --out "$T/split" 2>/dev/null \
   || fail "resume with the same --lr/--batch refused"
 echo "ok   resume keeps lr/batch/warmup; other values refused"
+# --out and --resume alone: data, method and preset come from the run's config.json
+"$BIN" train --threads 1 --samples 0 --steps 88 --resume --out "$T/split" 2>"$T/bare.log" \
+  || fail "resume with --out only: $(tail -n 1 "$T/bare.log")"
+grep -q "toy-mlp with fm (pred velocity) on moons" "$T/bare.log" || fail "resume with --out only: $(head -n 1 "$T/bare.log")"
+grep -q "resuming at step 84 of 88" "$T/bare.log" || fail "resume banner: $(grep resuming "$T/bare.log")"
+expect_rc() { local want="$1"; shift; "$@" >/dev/null 2>&1; local rc=$?; [ $rc -eq "$want" ] || fail "exit $rc, expected $want: $*"; }
+expect_rc 2 "$BIN" train --data moons --threads 1 --samples 0 --steps 90 --out "$T/split"            # holds a model
+expect_rc 2 "$BIN" train --data 8gaussians --threads 1 --samples 0 --steps 90 --resume --out "$T/split" # other data
+expect_rc 2 "$BIN" train --threads 1 --samples 0 --steps 90 --resume --lr 1 --out "$T/split"          # other lr
 
 # Other checkpoint kinds where a diffusion / flow-matching model is expected.
 python3 - "$T/text.txt" <<'PY'

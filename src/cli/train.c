@@ -12,6 +12,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <cjson/cJSON.h>
+
 #include "difflow/data.h"
 #include "difflow/io.h"
 #include "difflow/likelihood.h"
@@ -557,15 +559,54 @@ static int diff_trainee_open(cli_trainee *t, const dfl_process *proc, const dfl_
     if (same && ac->arch == DFL_ARCH_DIT && chk_pe != ac->posenc) {
         snprintf(msg, sizeof msg, "--resume: %s was trained with --posenc %s, not %s (--posenc)", p_model,
                  dfl_dit_posenc_name(chk_pe), dfl_dit_posenc_name(ac->posenc));
-        return fail_cli(msg);
+        return fail_usage(msg);
     }
     if (!same) {
         snprintf(msg, sizeof msg, "--resume: %s was trained as %s/%s (pred %s%s) on %s, not %s/%s (pred %s%s) on %s", p_model,
                  ci->arch, dfl_family_name(chk.proc.family), dfl_pred_name(chk.proc.pred), chk.proc.fm_ot ? ", ot" : "",
                  ci->data, preset, method, dfl_pred_name(proc->pred), proc->fm_ot ? ", ot" : "", data);
-        return fail_cli(msg);
+        return fail_usage(msg);
     }
     return 0;
+}
+
+/* On --resume with --out: the run's config.json supplies --data, --method, --preset, --pred,
+ * --posenc, --ddpm-schedule and --ot where they were not given, so "train --out DIR --resume"
+ * continues any run. A flag given explicitly is kept and checked against the checkpoint later.
+ * A missing or unreadable config.json changes nothing (the checkpoint checks then report). */
+static void resume_run_defaults(const char *outdir, train_opts *o, arg_spec *specs)
+{
+    static char data[256], method[32], preset[32], pred[16], posenc[16], ddpm[16];
+    char path[4200];
+    snprintf(path, sizeof path, "%s/config.json", outdir);
+    FILE *f = fopen(path, "rb");
+    if (!f) return;
+    char buf[16384];
+    size_t n = fread(buf, 1, sizeof buf - 1, f);
+    fclose(f);
+    buf[n] = 0;
+    cJSON *j = cJSON_Parse(buf);
+    if (!j) return;
+    const char *m = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(j, "method"));
+    const char *a = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(j, "arch"));
+    const char *d = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(j, "data"));
+    const char *pr = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(j, "pred"));
+    const char *pe = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(j, "posenc"));
+    const char *ds = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(j, "ddpm_schedule"));
+    int ot = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(j, "ot"));
+    int method_given = args_find(specs, "--method")->seen;
+    if (d && !args_find(specs, "--data")->seen) o->data = strncpy(data, d, sizeof data - 1);
+    if (m && !method_given) o->method = strncpy(method, m, sizeof method - 1);
+    const char *meth = o->method;
+    if (!cli_flow_method(meth) && (!method_given || (m && !strcmp(meth, m)) || (!strcmp(meth, "cnf") && m && !strcmp(m, "fm")))) {
+        if (a && !args_find(specs, "--preset")->seen) o->preset = strncpy(preset, a, sizeof preset - 1);
+        if (pr && !args_find(specs, "--pred")->seen) o->pred = strncpy(pred, pr, sizeof pred - 1);
+        if (pe && !args_find(specs, "--posenc")->seen) o->posenc = strncpy(posenc, pe, sizeof posenc - 1);
+        if (ds && m && !strcmp(m, "ddpm") && !args_find(specs, "--ddpm-schedule")->seen)
+            o->ddpm_schedule = strncpy(ddpm, ds, sizeof ddpm - 1);
+        if (ot && !args_find(specs, "--ot")->seen) o->ot = 1;
+    }
+    cJSON_Delete(j);
 }
 
 /* ---------------------------------------------------------------- difflow train */
@@ -598,7 +639,7 @@ int cmd_train(int argc, char **argv)
         {"--ema-halflife", NULL, ARG_FLOAT, &o.ema_halflife, "IMGS", "EMA half-life in samples (default 10% of training samples; 0: off)", 0},
         {"--seed", NULL, ARG_U64, &o.seed, "S", "seed for every random draw", 0},
         {"--out", "-o", ARG_STR, &o.out, "DIR", "run directory (default runs/<data>-<method>)", 0},
-        {"--resume", NULL, ARG_BOOL, &o.resume, NULL, "continue the run in --out from its train_state.safetensors (with its saved --lr, --batch, --clip, --warmup, --ema-halflife)", 0},
+        {"--resume", NULL, ARG_BOOL, &o.resume, NULL, "continue the run in --out from its train_state.safetensors: --data, --method, --preset, --pred, --posenc come from its config.json and --lr, --batch, --clip, --warmup, --ema-halflife from its state unless given (a different value is refused)", 0},
         {"--threads", NULL, ARG_INT, &o.threads, "N", "threads (0: all cores)", 0},
         {"--log-every", NULL, ARG_INT, &o.log_every, "N", "log.csv / plain progress interval (default steps/100)", 0},
         {"--ckpt-every", NULL, ARG_INT, &o.ckpt_every, "N", "checkpoint interval in steps (default steps/4)", 0},
@@ -610,6 +651,7 @@ int cmd_train(int argc, char **argv)
         {NULL, NULL, 0, NULL, NULL, NULL, 0}};
     int pr = args_parse("train", TRAIN_USAGE, specs, argc, argv);
     if (pr) return pr > 0 ? 0 : 2;
+    if (o.resume && o.out && !o.reflow_from) resume_run_defaults(o.out, &o, specs);
 
     char msg[8192];
     dfl_model teacher = {0};
@@ -833,11 +875,11 @@ int cmd_train(int argc, char **argv)
     if (!o.resume && access(p_model, F_OK) == 0) {
         snprintf(msg, sizeof msg, "run directory '%s' already holds a model; pass --resume to continue it or --out for a new run", outdir);
         dfl_dataset_free(&ds);
-        return fail_cli(msg);
+        return fail_usage(msg);
     }
     if (o.resume && resume_hparams(p_state, &o, specs, msg, sizeof msg)) {
         dfl_dataset_free(&ds);
-        return fail_cli(msg);
+        return fail_usage(msg);
     }
 
     remove_stale_temps(outdir);
@@ -877,10 +919,13 @@ int cmd_train(int argc, char **argv)
         fail_cli("out of memory");
         goto done;
     }
-    if (is_flow ? cli_flow_trainee_open(&t, &fcfg, cli_flow_flags_seen(specs), o.data, o.seed, p_model, o.resume, &ci)
-                : diff_trainee_open(&t, &proc, &ac, o.preset, o.method, o.data, o.seed, o.sample_steps, p_model, o.resume,
-                                    &ci))
+    int orc = is_flow ? cli_flow_trainee_open(&t, &fcfg, cli_flow_flags_seen(specs), o.data, o.seed, p_model, o.resume, &ci)
+                      : diff_trainee_open(&t, &proc, &ac, o.preset, o.method, o.data, o.seed, o.sample_steps, p_model,
+                                          o.resume, &ci);
+    if (orc) {
+        rc = orc; /* 2: the flags do not match the checkpoint being resumed */
         goto done;
+    }
     dfl_adam_cfg acfg = {.lr = (float)o.lr, .beta1 = 0.9f, .beta2 = 0.999f, .eps = 1e-8f, .weight_decay = 0.f,
                          .warmup = o.warmup, .clip = (float)o.clip, .ema_halflife = (float)o.ema_halflife, .batch = o.batch};
     if (dfl_adam_init(&opt, t.params(&t), &acfg)) {
@@ -898,7 +943,7 @@ int cmd_train(int argc, char **argv)
         if (args_find(specs, "--seed")->seen && o.seed != ci.seed) {
             snprintf(msg, sizeof msg, "--resume: the run was trained with --seed %" PRIu64 "; drop --seed or pass the same one",
                      ci.seed);
-            fail_cli(msg);
+            rc = fail_usage(msg);
             goto done;
         }
         o.seed = info.seed = ci.seed; /* the data order and every draw stay those of the original run */
@@ -990,6 +1035,7 @@ int cmd_train(int argc, char **argv)
     fprintf(stderr, "difflow: training %s on %s: %zu parameters, %ld steps of batch %d, lr %g, %d thread%s -> %s\n", t.desc,
             o.data, dfl_params_count(t.params(&t)), o.steps, o.batch, o.lr, dfl_get_threads(),
             dfl_get_threads() == 1 ? "" : "s", outdir);
+    if (o.resume) fprintf(stderr, "difflow: resuming at step %ld of %ld from %s\n", step, o.steps, p_state);
 
     /* Ctrl-C / SIGTERM: finish the current step, save a checkpoint, stop. */
     cli_signals_catch(&g_stop_signal);
