@@ -1,10 +1,15 @@
 #include "cli.h"
 
+#include <ctype.h>
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include <signal.h>
+#include <strings.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "agent.h"
 #include "parse.h"
@@ -13,40 +18,52 @@
 #include "util.h"
 #include "x11.h"
 
-/* Reads the value of flag argv[*i] into *out (a positive long). */
-static int flag_long(int argc, char **argv, int *i, long *out) {
+/* Reads the value of flag argv[*i] of command cmd into *out (a positive long); -1 after a message. */
+static int flag_long(const char *cmd, int argc, char **argv, int *i, long *out) {
   const char *f = argv[*i];
   if (*i + 1 >= argc) {
-    fprintf(stderr, "tars: %s needs a value\n", f);
+    fprintf(stderr, "tars %s: %s needs a value\n", cmd, f);
     return -1;
   }
   const char *v = argv[++*i];
   if (tars_parse_long(v, out) || *out <= 0) {
-    fprintf(stderr, "tars: %s \"%s\" is not a positive integer\n", f, v);
+    fprintf(stderr, "tars %s: %s \"%s\" is not a positive integer\n", cmd, f, v);
     return -1;
   }
   return 0;
 }
 
-static int parse_version(const char *v, int *out) {
+static int parse_version(const char *cmd, const char *v, int *out) {
   if (!strcmp(v, "1.0") || !strcmp(v, "1") || !strcmp(v, "doubao")) *out = 10;
   else if (!strcmp(v, "1.5")) *out = 15;
   else {
-    fprintf(stderr, "tars: --model-version \"%s\" must be 1.0 or 1.5\n", v);
+    fprintf(stderr, "tars %s: --model-version \"%s\" must be 1.0 or 1.5\n", cmd, v);
     return -1;
   }
   return 0;
 }
+
+static int wants_help(int argc, char **argv);
+
+#define RESIZE_USAGE "usage: tars resize W H [--min-pixels N] [--max-pixels N]"
 
 int tars_cmd_resize(int argc, char **argv) {
   long wh[2], minp = TARS_MIN_PIXELS, maxp = TARS_MAX_PIXELS;
   int npos = 0;
+  if (wants_help(argc, argv)) {
+    printf(RESIZE_USAGE "\n"
+           "prints W' H' = smart_resize of the W x H screen (factor 28)\n"
+           "  --min-pixels N     lower pixel bound (%ld)\n"
+           "  --max-pixels N     upper pixel bound (%ld)\n",
+           (long)TARS_MIN_PIXELS, (long)TARS_MAX_PIXELS);
+    return 0;
+  }
   for (int i = 0; i < argc; i++) {
     if (!strcmp(argv[i], "--min-pixels")) {
-      if (flag_long(argc, argv, &i, &minp)) return 2;
+      if (flag_long("resize", argc, argv, &i, &minp)) return 2;
     } else if (!strcmp(argv[i], "--max-pixels")) {
-      if (flag_long(argc, argv, &i, &maxp)) return 2;
-    } else if (argv[i][0] == '-' && argv[i][1]) {
+      if (flag_long("resize", argc, argv, &i, &maxp)) return 2;
+    } else if (argv[i][0] == '-' && argv[i][1] && !isdigit((unsigned char)argv[i][1])) {
       fprintf(stderr, "tars resize: unknown option \"%s\"\n", argv[i]);
       return 2;
     } else if (npos < 2) {
@@ -61,7 +78,7 @@ int tars_cmd_resize(int argc, char **argv) {
     }
   }
   if (npos != 2) {
-    fprintf(stderr, "usage: tars resize W H [--min-pixels N] [--max-pixels N]\n");
+    fprintf(stderr, RESIZE_USAGE "\n");
     return 2;
   }
   long rh, rw;
@@ -77,6 +94,17 @@ int tars_cmd_resize(int argc, char **argv) {
 int tars_cmd_parse(int argc, char **argv) {
   long w = 1920, h = 1080, minp = TARS_MIN_PIXELS, maxp = TARS_MAX_PIXELS;
   int version = 15;
+  if (wants_help(argc, argv)) {
+    printf("usage: tars parse [options] < reply.txt\n"
+           "reads a model reply on stdin, prints its actions as one JSON line\n"
+           "  --model-version V  1.0 or 1.5 (default)\n"
+           "  --width W          screen width (1920)\n"
+           "  --height H         screen height (1080)\n"
+           "  --min-pixels N     smart_resize lower bound (%ld)\n"
+           "  --max-pixels N     smart_resize upper bound (%ld)\n",
+           (long)TARS_MIN_PIXELS, (long)TARS_MAX_PIXELS);
+    return 0;
+  }
   for (int i = 0; i < argc; i++) {
     const char *a = argv[i];
     if (!strcmp(a, "--model-version")) {
@@ -84,15 +112,15 @@ int tars_cmd_parse(int argc, char **argv) {
         fprintf(stderr, "tars parse: --model-version needs a value\n");
         return 2;
       }
-      if (parse_version(argv[++i], &version)) return 2;
+      if (parse_version("parse", argv[++i], &version)) return 2;
     } else if (!strcmp(a, "--width")) {
-      if (flag_long(argc, argv, &i, &w)) return 2;
+      if (flag_long("parse", argc, argv, &i, &w)) return 2;
     } else if (!strcmp(a, "--height")) {
-      if (flag_long(argc, argv, &i, &h)) return 2;
+      if (flag_long("parse", argc, argv, &i, &h)) return 2;
     } else if (!strcmp(a, "--min-pixels")) {
-      if (flag_long(argc, argv, &i, &minp)) return 2;
+      if (flag_long("parse", argc, argv, &i, &minp)) return 2;
     } else if (!strcmp(a, "--max-pixels")) {
-      if (flag_long(argc, argv, &i, &maxp)) return 2;
+      if (flag_long("parse", argc, argv, &i, &maxp)) return 2;
     } else {
       fprintf(stderr, "tars parse: unknown argument \"%s\" (the reply is read from stdin)\n", a);
       return 2;
@@ -182,7 +210,7 @@ static int parse_opts(const char *cmd, int argc, char **argv, const opt_t *opts,
         *(double *)o->dst = d;
         break;
       case OPT_VERSION:
-        if (parse_version(v, (int *)o->dst)) return 2;
+        if (parse_version(cmd, v, (int *)o->dst)) return 2;
         break;
       case OPT_MODE:
         if (!strcmp(v, "computer")) *(tars_mode *)o->dst = TARS_MODE_COMPUTER;
@@ -227,11 +255,30 @@ static int command_args(const char *cmd, const char *usage, int argc, char **arg
   return 0;
 }
 
-static char *read_prompt_file(const char *path) {
+static char *read_prompt_file(const char *cmd, const char *path) {
   if (!path) return NULL;
   char *t = tars_read_all(path, NULL);
-  if (!t) fprintf(stderr, "tars: cannot read --prompt-file %s\n", path);
+  if (!t) fprintf(stderr, "tars %s: cannot read --prompt-file %s: %s\n", cmd, path, strerror(errno));
   return t;
+}
+
+/* Opens $DISPLAY for command cmd; on failure prints one line, with the advice when DISPLAY is unset. */
+static tars_x11 *open_display(const char *cmd, const char *advice) {
+  char err[400];
+  tars_x11 *x = tars_x11_open(NULL, err, sizeof err);
+  if (!x) {
+    const char *d = getenv("DISPLAY");
+    fprintf(stderr, "tars %s: %s%s\n", cmd, err, (!d || !*d) ? advice : "");
+  }
+  return x;
+}
+
+#define NO_X_ADVICE " (tars drives an X11 session: start an X server, e.g. Xvfb :99, and set DISPLAY=:99)"
+
+/* 1 when name ends in .png (any letter case). */
+static int ends_png(const char *name) {
+  size_t n = strlen(name);
+  return n > 4 && !strcasecmp(name + n - 4, ".png");
 }
 
 int tars_cmd_prompt(int argc, char **argv) {
@@ -244,7 +291,7 @@ int tars_cmd_prompt(int argc, char **argv) {
   int rc = command_args("prompt", "usage: tars prompt [options] \"task\"", argc, argv, opts, &task, "missing the task");
   if (rc) return rc < 0 ? 0 : rc;
   char *tmpl = NULL;
-  if (file && !(tmpl = read_prompt_file(file))) return 1;
+  if (file && !(tmpl = read_prompt_file("prompt", file))) return 1;
   char *p = tars_prompt_build(mode, language, task, tmpl);
   free(tmpl);
   if (!p) return 1;
@@ -262,12 +309,13 @@ int tars_cmd_screenshot(int argc, char **argv) {
     fprintf(stderr, "tars screenshot: -o FILE.png is required\n");
     return 2;
   }
-  char err[400];
-  tars_x11 *x = tars_x11_open(NULL, err, sizeof err);
-  if (!x) {
-    fprintf(stderr, "tars screenshot: %s\n", err);
-    return 1;
+  if (!ends_png(outp)) {
+    fprintf(stderr, "tars screenshot: -o \"%s\" must end in .png (tars writes PNG only)\n", outp);
+    return 2;
   }
+  char err[400];
+  tars_x11 *x = open_display("screenshot", NO_X_ADVICE);
+  if (!x) return 1;
   tars_image im;
   rc = tars_x11_capture(x, &im, err, sizeof err);
   char how[200];
@@ -289,7 +337,7 @@ int tars_cmd_screenshot(int argc, char **argv) {
     if (f && fclose(f)) rc = -1;
     free(png);
   }
-  if (rc) fprintf(stderr, "tars screenshot: cannot write %s\n", outp);
+  if (rc) fprintf(stderr, "tars screenshot: cannot write %s: %s\n", outp, strerror(errno));
   else fprintf(stderr, "tars screenshot: %dx%d (%s) -> %s\n", im.w, im.h, how, outp);
   tars_image_free(&im);
   return rc ? 1 : 0;
@@ -308,11 +356,8 @@ int tars_cmd_do(int argc, char **argv) {
                         "missing the action text");
   if (rc) return rc < 0 ? 0 : rc;
   char err[400];
-  tars_x11 *x = tars_x11_open(NULL, err, sizeof err);
-  if (!x) {
-    fprintf(stderr, "tars do: %s\n", err);
-    return 1;
-  }
+  tars_x11 *x = open_display("do", NO_X_ADVICE);
+  if (!x) return 1;
   int w, h;
   tars_x11_size(x, &w, &h);
   tars_space sp;
@@ -325,7 +370,10 @@ int tars_cmd_do(int argc, char **argv) {
     fprintf(stderr, "tars do: parse error: %s\n", err);
   } else {
     rc = 0;
-    for (int i = 0; i < r.n; i++) tars_describe_action(&r.actions[i], stdout);
+    for (int i = 0; i < r.n; i++) {
+      if (dry) fputs("(dry run) ", stdout);
+      tars_describe_action(&r.actions[i], stdout);
+    }
     fflush(stdout);
     for (int i = 0; i < r.n && !rc && !dry; i++)
       if (tars_x11_can_execute(&r.actions[i], err, sizeof err)) {
@@ -363,6 +411,25 @@ static int file_capture(void *ctx, tars_image *out, char *err, int errlen) {
     return -1;
   }
   memcpy(out->rgb, f->im.rgb, (size_t)f->im.w * (size_t)f->im.h * 3);
+  return 0;
+}
+
+/* --save-dir: created when missing (one level), then it must be a directory tars can write into.
+ * Returns 0, or -1 after printing one line. */
+static int check_save_dir(const char *dir) {
+  struct stat st;
+  if (stat(dir, &st) && (errno != ENOENT || mkdir(dir, 0777))) {
+    fprintf(stderr, "tars run: cannot create --save-dir %s: %s\n", dir, strerror(errno));
+    return -1;
+  }
+  if (stat(dir, &st) || !S_ISDIR(st.st_mode)) {
+    fprintf(stderr, "tars run: --save-dir %s is not a directory\n", dir);
+    return -1;
+  }
+  if (access(dir, W_OK | X_OK)) {
+    fprintf(stderr, "tars run: --save-dir %s is not writable: %s\n", dir, strerror(errno));
+    return -1;
+  }
   return 0;
 }
 
@@ -437,7 +504,11 @@ int tars_cmd_run(int argc, char **argv) {
   cfg.client.model = model;
   cfg.client.api_key = api_key;
   char *tmpl = NULL;
-  if (prompt_file && !(tmpl = read_prompt_file(prompt_file))) return 2;
+  if (prompt_file && !(tmpl = read_prompt_file("run", prompt_file))) return 1;
+  if (cfg.save_dir && check_save_dir(cfg.save_dir)) {
+    free(tmpl);
+    return 1;
+  }
   cfg.prompt_template = tmpl;
 
   char err[1024];
@@ -446,18 +517,17 @@ int tars_cmd_run(int argc, char **argv) {
   tars_x11 *x = NULL;
   if (image) {
     if (tars_png_read(image, &fs.im, err, sizeof err)) {
-      fprintf(stderr, "tars run: --image %s\n", err);
+      fprintf(stderr, "tars run: --image: %s\n", err);
       free(tmpl);
-      return 2;
+      return 1;
     }
     env.capture = file_capture;
     env.ctx = &fs;
   } else {
     const char *wl = getenv("WAYLAND_DISPLAY");
     if (wl && *wl) fprintf(stderr, "tars run: warning: a Wayland session; XTest and capture reach only Xwayland windows\n");
-    x = tars_x11_open(NULL, err, sizeof err);
+    x = open_display("run", " (tars drives an X11 session; use --dry-run --image FILE to run without one)");
     if (!x) {
-      fprintf(stderr, "tars run: %s\n", err);
       free(tmpl);
       return 1;
     }

@@ -2,6 +2,7 @@
 
 #include <openssl/evp.h>
 #include <png.h>
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -119,7 +120,7 @@ int tars_png_read(const char *path, tars_image *im, char *err, int errlen) {
   size_t len;
   unsigned char *data = (unsigned char *)tars_read_all(path, &len);
   if (!data) {
-    snprintf(err, errlen, "cannot read %s", path);
+    snprintf(err, errlen, "cannot read %s: %s", path, strerror(errno));
     return -1;
   }
   char e[100];

@@ -90,8 +90,10 @@ char *tars_read_all(const char *path, size_t *len) {
       bad = 1;
       break;
     }
+  int saved = errno;
   if (ferror(f)) bad = 1;
   if (path) fclose(f);
+  errno = saved;
   if (!bad && !b.data) bad = tars_buf_add(&b, "", 0);
   if (bad) {
     tars_buf_free(&b);

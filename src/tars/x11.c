@@ -66,7 +66,7 @@ static int on_x_error(Display *d, XErrorEvent *e) {
 tars_x11 *tars_x11_open(const char *display_name, char *err, int errlen) {
   const char *name = display_name ? display_name : getenv("DISPLAY");
   if (!name || !*name) {
-    snprintf(err, errlen, "no X display: DISPLAY is not set (tars drives an X11 session; use --dry-run --image FILE to run without one)");
+    snprintf(err, errlen, "no X display: DISPLAY is not set");
     return NULL;
   }
   Display *dpy = XOpenDisplay(name);

@@ -20,7 +20,17 @@ out=$($T resize 1920 abc 2>&1); rc=$?
 check resize_bad_rc 2 "$rc"
 check resize_bad_msg 'tars resize: height "abc" is not a positive integer' "$out"
 out=$($T resize 1920 1080 --max-pixels 2>&1); rc=$?
-check resize_noval "2 tars: --max-pixels needs a value" "$rc $out"
+check resize_noval "2 tars resize: --max-pixels needs a value" "$rc $out"
+out=$($T resize -5 10 2>&1); rc=$?
+check resize_negative '2 tars resize: width "-5" is not a positive integer' "$rc $out"
+out=$($T resize 1920 1080 -x 2>&1); rc=$?
+check resize_unknown '2 tars resize: unknown option "-x"' "$rc $out"
+out=$($T resize --help 2>&1); rc=$?
+check resize_help "0 usage: tars resize W H [--min-pixels N] [--max-pixels N]" "$rc $(head -1 <<<"$out")"
+out=$($T parse --help 2>&1 </dev/null); rc=$?
+check parse_help "0 usage: tars parse [options] < reply.txt|  --width W          screen width (1920)" "$rc $(grep -e usage -e -width <<<"$out" | paste -sd'|')"
+out=$($T parse --width x 2>&1 </dev/null); rc=$?
+check parse_badwidth '2 tars parse: --width "x" is not a positive integer' "$rc $out"
 
 check parse_p1 '{"thought":"Click the button","reflection":null,"actions":[{"type":"click","x":192,"y":216,"screen":[192,216],"model":[100,200]}]}' \
   "$(printf "Thought: Click the button\nAction: click(start_box='(100,200)')" | $T parse --model-version 1.0)"
@@ -33,7 +43,19 @@ check parse_empty "1 tars parse: parse error: click's start_box is empty in \"cl
 out=$(printf "Thought: nothing to do" | $T parse 2>&1); rc=$?
 check parse_noaction "1 tars parse: parse error: no action in the reply \"Thought: nothing to do\"" "$rc $out"
 out=$(printf "Action: wait()" | $T parse --model-version 2.0 2>&1); rc=$?
-check parse_badver "2 tars: --model-version \"2.0\" must be 1.0 or 1.5" "$rc $out"
+check parse_badver "2 tars parse: --model-version \"2.0\" must be 1.0 or 1.5" "$rc $out"
+out=$($T prompt --model-version 2.0 x 2>&1); rc=$?
+check prompt_badopt '2 tars prompt: unknown option "--model-version" (see tars prompt --help)' "$rc $out"
+out=$($T prompt --prompt-file /nonexistent/p.txt x 2>&1); rc=$?
+check prompt_nofile "1 tars prompt: cannot read --prompt-file /nonexistent/p.txt: No such file or directory" "$rc $out"
+out=$($T screenshot -o /tmp/tars_cli_shot.jpg 2>&1); rc=$?
+check shot_notpng '2 tars screenshot: -o "/tmp/tars_cli_shot.jpg" must end in .png (tars writes PNG only)' "$rc $out"
+[ -e /tmp/tars_cli_shot.jpg ] && check shot_notpng_nofile "absent" "written" || check shot_notpng_nofile 1 1
+ADVICE="(tars drives an X11 session: start an X server, e.g. Xvfb :99, and set DISPLAY=:99)"
+out=$(env -u DISPLAY $T screenshot -o /tmp/tars_cli_shot.png 2>&1); rc=$?
+check shot_nodisplay "1 tars screenshot: no X display: DISPLAY is not set $ADVICE" "$rc $out"
+out=$(env -u DISPLAY $T do --dry-run "wait()" 2>&1); rc=$?
+check do_nodisplay "1 tars do: no X display: DISPLAY is not set $ADVICE" "$rc $out"
 out=$($T frob 2>&1); rc=$?
 check unknown_cmd "2 tars: unknown command \"frob\" (try tars --help)" "$rc $out"
 [ $fails = 0 ] || { echo "$fails failed"; exit 1; }

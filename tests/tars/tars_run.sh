@@ -153,6 +153,9 @@ check down_rc 1 "$rc"
 check down_status "status: error" "$(cat "$W/out")"
 grep -q "tars run: model call failed: cannot reach http://127.0.0.1:$PORT/v1/chat/completions" "$W/err" \
   && check down_err 1 1 || check down_err "cannot reach ..." "$(cat "$W/err")"
+# one "(retrying)" line per retry, then the final error line once
+check down_lines "tars: cannot reach http://127.0.0.1:$PORT/v1/chat/completions (retrying)|tars run: model call failed: cannot reach http://127.0.0.1:$PORT/v1/chat/completions" \
+  "$(sed -E 's/(completions): .*\(retrying\)$/\1 (retrying)/; s/(completions): .*$/\1/' "$W/err" | paste -sd'|')"
 
 # 11. Ctrl-C during a long wait(): status user_stopped, exit 130, promptly
 start_server sig '[{"content":"Action: wait()"}]'
@@ -201,16 +204,28 @@ check gr_rc 0 "$rc"
 check gr_out "  (dry run) click (960, 540)|status: end" "$(sed -n 4p <<<"$out")|$(tail -1 <<<"$out")"
 check gr_requests 1 "$(nreq "$LOG")"
 
-# 13b. an unwritable --save-dir ends the run before the model is asked
-start_server sd '[{"content":"Action: finished()"}]'
-out=$($T "${RUN[@]}" --base-url "$URL" --save-dir "$W/nonexistent" "$TASK" 2>&1 >/dev/null); rc=$?
-check save_dir_bad "1 tars run: cannot write $W/nonexistent/step-001.png 0" "$rc $out $(nreq "$LOG")"
+# 13b. a missing --save-dir is created; one that cannot be made or is not a directory ends the run before
+# the model is asked
+start_server sd '[{"content":"Action: finished()"},{"content":"Action: finished()"}]'
+out=$($T "${RUN[@]}" --base-url "$URL" --save-dir "$W/newdir" "$TASK" 2>&1 >/dev/null); rc=$?
+check save_dir_new "0 step-001.json step-001.png step-001.txt" "$rc $(ls "$W/newdir" | paste -sd' ')"
+out=$($T "${RUN[@]}" --base-url "$URL" --save-dir "$W/nonexistent/sub" "$TASK" 2>&1 >/dev/null); rc=$?
+check save_dir_bad "1 tars run: cannot create --save-dir $W/nonexistent/sub: No such file or directory 1" "$rc $out $(nreq "$LOG")"
+out=$($T "${RUN[@]}" --base-url "$URL" --save-dir "$W/fhd.png" "$TASK" 2>&1 >/dev/null); rc=$?
+check save_dir_file "1 tars run: --save-dir $W/fhd.png is not a directory 1" "$rc $out $(nreq "$LOG")"
 
 # 14. bad usage and no display
 out=$($T run --model m "$TASK" 2>&1); check use_nourl "2 tars run: --base-url is required" "$? $out"
 out=$($T run --base-url ftp://x --model m "$TASK" 2>&1); check use_scheme "2 tars run: --base-url \"ftp://x\" must start with http:// or https://" "$? $out"
 out=$($T run --base-url http://x --model m --max-steps 0 "$TASK" 2>&1); check use_steps "2 tars run: --max-steps \"0\" must be an integer in 1..10000" "$? $out"
 out=$($T run --base-url http://x --model m --image "$W/fhd.png" "$TASK" 2>&1); check use_image "2 tars run: --image needs --dry-run (input cannot go to a picture)" "$? $out"
+out=$(env -u DISPLAY $T run --base-url http://127.0.0.1:1/v1 --model m "$TASK" 2>&1)
+out=$($T run --base-url http://x --model m --dry-run --image "$W/none.png" "$TASK" 2>&1)
+check use_noimage "1 tars run: --image: cannot read $W/none.png: No such file or directory" "$? $out"
+out=$($T run --base-url http://x --model m --dry-run --image "$W/fhd.png" --prompt-file "$W/none.txt" "$TASK" 2>&1)
+check use_noprompt "1 tars run: cannot read --prompt-file $W/none.txt: No such file or directory" "$? $out"
+out=$($T run --base-url http://x --model m --model-version 2 "$TASK" 2>&1)
+check use_version '2 tars run: --model-version "2" must be 1.0 or 1.5' "$? $out"
 out=$(env -u DISPLAY $T run --base-url http://127.0.0.1:1/v1 --model m "$TASK" 2>&1)
 check nodisplay "1 tars run: no X display: DISPLAY is not set (tars drives an X11 session; use --dry-run --image FILE to run without one)" "$? $out"
 

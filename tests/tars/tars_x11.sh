@@ -178,6 +178,12 @@ press 1 640 400
 $(for y in 392 384 376 368 360 352 344 336 328 320; do echo "motion 640 $y"; done)
 release 1 640 320" --model-version 1.0 "scroll(start_box='(500,500)', end_box='(500,400)')"
 
+# --dry-run marks each action line and performs nothing
+before=$(wc -l <"$LOG")
+out=$("$T" do --dry-run "click(start_box='(100,200)')" 2>&1); rc=$?
+check do_dry "0 (dry run) click (99, 197)" "$rc $out"
+sleep 0.1
+check do_dry_no_input "" "$(tail -n +$((before + 1)) "$LOG")"
 # garbage and actions X11 cannot do: one clear line, non-zero exit, no events
 before=$(wc -l <"$LOG")
 out=$("$T" do "click(start_box='=')" 2>&1); rc=$?
