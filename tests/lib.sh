@@ -13,3 +13,11 @@ expect_error() {
   if [ "$(grep -c '^difflow: error: ' <<<"$err")" -ne 1 ]; then echo "FAIL $name: more than one error line: $err"; nfail=$((nfail+1)); return; fi
   echo "ok   $name: $(grep '^difflow: error: ' <<<"$err")"
 }
+
+# expect_rc NAME CODE -- command...: the command exits with CODE (2: invalid command line, 1: a run
+# that fails, 128 + signal: stopped by a signal; README).
+expect_rc() {
+  local name="$1" want="$2"; shift 3
+  "$@" >/dev/null 2>&1; local rc=$?
+  if [ $rc -ne "$want" ]; then echo "FAIL $name: exit $rc, expected $want"; nfail=$((nfail+1)); else echo "ok   $name: exit $rc"; fi
+}
