@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # difflow lm: train tiny models (rope, learned) on a small text, seeded generation reproduces,
-# eval prints one row per length (n/a for learned beyond its table), --resume continues, the YaRN
+# eval prints one row per length (n/a for learned beyond its table), --resume continues (taking the
+# run's model flags and --text, naming the first differing one), a diverging run names its checkpoint
+# state, the help text matches docs/LM.md, the YaRN
 # flags are recorded, restored and overridable, and bad input gets one "difflow: error:" line and
 # a non-zero exit before any work.
 set -uo pipefail
 BIN="$1"
 T=$(mktemp -d /tmp/dfl_lm.XXXXXX)
-trap 'rm -rf "$T"' EXIT
+trap '[ -n "${KEEP:-}" ] || rm -rf "$T"' EXIT
 nfail=0
 source "$(dirname "$0")/lib.sh"
 fail() { echo "FAIL $*"; nfail=$((nfail+1)); }
@@ -62,6 +64,38 @@ PY
 expect_error "existing run" "--resume" -- "$BIN" lm train --text "$T/text.txt" "${TINY[@]}" --steps 30 --out "$T/rope"
 "$BIN" lm train --text "$T/text.txt" "${TINY[@]}" --steps 40 --resume --out "$T/rope" 2>/dev/null || fail "resume"
 grep -q '^40,' "$T/rope/log.csv" || fail "resume: no step 40 in log.csv"
+# another encoding on --resume: the first differing setting, both values and the flag, exit 2
+expect_error "resume with another posenc" "the run was trained with --posenc rope, not alibi (--posenc)" -- \
+  "$BIN" lm train --text "$T/text.txt" "${TINY[@]}" --steps 45 --posenc alibi --resume --out "$T/rope"
+expect_rc "resume with another posenc exits 2" 2 -- "$BIN" lm train --text "$T/text.txt" "${TINY[@]}" --steps 45 --posenc alibi --resume --out "$T/rope"
+expect_error "resume with another dim" "--dim 16, not 32 (--dim)" -- \
+  "$BIN" lm train --steps 45 --dim 32 --threads 1 --resume --out "$T/rope"
+# a flag checked against the run's other settings: --heads 3 against the run's dim 16
+expect_error "resume: heads against the run's dim" "--dim 16 is not divisible by --heads 3 (--heads)" -- \
+  "$BIN" lm train --steps 45 --heads 3 --threads 1 --resume --out "$T/rope"
+expect_error "resume past --steps" "already at step 40 >= --steps 40" -- "$BIN" lm train --steps 40 --threads 1 --resume --out "$T/rope"
+# --out DIR --resume alone: the model flags and --text come from the run (the 12 kB text, not the
+# default corpus), and the start step is printed (on a copy: the YaRN checks below use rope at step 40)
+cp -r "$T/rope" "$T/rope2"
+"$BIN" lm train --out "$T/rope2" --resume --steps 42 --threads 1 --val-bytes 512 2>"$T/resume2.log" || fail "resume with --out only: $(tail -2 "$T/resume2.log")"
+grep -q "^difflow: resuming at step 40 of 42$" "$T/resume2.log" || fail "resume: no 'resuming at step 40 of 42' line: $(head -3 "$T/resume2.log")"
+grep -q "text $T/text.txt: 12[0-9]\{3\} bytes" "$T/resume2.log" || fail "resume: the run's --text was not taken: $(head -3 "$T/resume2.log")"
+grep -q "lm rope, 1 layers, dim 16, 2 heads, context 16:" "$T/resume2.log" || fail "resume: the run's model flags were not taken: $(head -3 "$T/resume2.log")"
+grep -q '^42,' "$T/rope2/log.csv" || fail "resume with --out only: no step 42 in log.csv"
+
+# a diverging run stopped before its first checkpoint says so (no checkpoint is claimed) and exits 1
+expect_error "non-finite before a checkpoint" "before any checkpoint was written; training stopped (try a lower --lr)" -- \
+  "$BIN" lm train --text "$T/text.txt" "${TINY[@]}" --lr 1e9 --steps 30 --out "$T/nan"
+expect_rc "non-finite loss exits 1" 1 -- "$BIN" lm train --text "$T/text.txt" "${TINY[@]}" --lr 1e9 --steps 30 --out "$T/nan2"
+[ -e "$T/nan/model.safetensors" ] && fail "non-finite: a checkpoint was written"
+
+# --help: --rope-factor has no default to show (required with a scaling); --steps states the
+# documented measurement of docs/LM.md
+help=$("$BIN" lm train --help)
+grep -- '--rope-factor' <<<"$help" | grep -q '(default: 1)' && fail "help: --rope-factor shows (default: 1)"
+grep -- '--rope-factor' <<<"$help" | grep -q 'required with' || fail "help: --rope-factor does not say it is required with a scaling"
+grep -- '--steps' <<<"$help" | grep -q '6.5 CPU-minutes at --threads 1' || fail "help: --steps lacks the measured 6.5 CPU-minutes"
+grep -q '6.5 CPU-minutes' "$(dirname "$0")/../docs/LM.md" || fail "docs/LM.md lacks the 6.5 CPU-minutes the help quotes"
 
 # Ctrl-C: finishes the step, saves a checkpoint, exits 130; --resume then ends bit-identical to
 # an uninterrupted run with the same flags (windows are drawn per step from the seed).
@@ -120,7 +154,7 @@ expect_error "orig ctx 0" "--rope-orig-ctx" -- "$BIN" lm train --text "$T/text.t
   --rope-factor 2 --rope-orig-ctx 0 --out "$T/x16"
 expect_error "yarn override on a rope ckpt without yarn" "not none" -- \
   "$BIN" lm eval --ckpt "$T/rope/model.safetensors" --yarn-alpha 2
-expect_error "resume with another ramp" "another model config" -- "$BIN" lm train --text "$T/text.txt" "${TINY[@]}" \
+expect_error "resume with another ramp" "the run was trained with --yarn-beta 8, not 9 (--yarn-beta)" -- "$BIN" lm train --text "$T/text.txt" "${TINY[@]}" \
   --steps 5 --rope-scaling yarn --rope-factor 2 --yarn-alpha 0.5 --yarn-beta 9 --rope-orig-ctx 8 --resume --out "$T/yarn"
 
 # Bad input: one error line, non-zero exit, nothing trained.
@@ -154,7 +188,20 @@ expect_error "not an lm ckpt" "difflow-lm" -- "$BIN" lm eval --ckpt "$T/rope/tra
 expect_error "learned window" "learned table" -- "$BIN" lm generate --ckpt "$T/learned/model.safetensors" --window 64
 expect_error "scaling on learned" "--rope-scaling" -- "$BIN" lm eval --ckpt "$T/learned/model.safetensors" --rope-scaling ntk --rope-factor 2
 expect_error "bad temperature" "--temperature" -- "$BIN" lm generate --ckpt "$T/rope/model.safetensors" --temperature 0
-for i in $(seq 1 21); do [ -e "$T/x$i" ] && fail "a refused run created $T/x$i"; done
+# exit codes (README): 2 for a flag, value or combination error, 1 for a file that cannot be read
+expect_rc "unknown posenc exits 2" 2 -- "$BIN" lm train --posenc rotary --text "$T/text.txt" --out "$T/x5"
+expect_rc "flag combination exits 2" 2 -- "$BIN" lm train --posenc alibi --rope-theta 500 --text "$T/text.txt" --out "$T/x10"
+expect_rc "--rope-scaling without --rope-factor exits 2" 2 -- "$BIN" lm train --rope-scaling ntk --text "$T/text.txt" --out "$T/x22"
+expect_rc "existing run without --resume exits 2" 2 -- "$BIN" lm train --text "$T/text.txt" "${TINY[@]}" --steps 30 --out "$T/learned"
+expect_rc "missing text exits 1" 1 -- "$BIN" lm train --text "$T/none.txt" --out "$T/x2"
+expect_rc "unreadable text exits 1" 1 -- "$BIN" lm train --text /proc/self/mem --out "$T/x20"
+expect_rc "missing ckpt exits 1" 1 -- "$BIN" lm eval --ckpt "$T/none.safetensors"
+expect_rc "not an lm ckpt exits 1" 1 -- "$BIN" lm eval --ckpt "$T/rope/train_state.safetensors"
+expect_rc "no --ckpt exits 2" 2 -- "$BIN" lm generate
+expect_rc "bad temperature exits 2" 2 -- "$BIN" lm generate --ckpt "$T/rope/model.safetensors" --temperature 0
+expect_rc "learned window exits 2" 2 -- "$BIN" lm generate --ckpt "$T/learned/model.safetensors" --window 64
+expect_rc "unknown lm command exits 2" 2 -- "$BIN" lm frob
+for i in $(seq 1 22); do [ -e "$T/x$i" ] && fail "a refused run created $T/x$i"; done
 
 if [ $nfail -ne 0 ]; then echo "$nfail failure(s)"; exit 1; fi
 echo "all lm CLI checks passed"

@@ -129,7 +129,7 @@ static const char *cfg_check_flag(const dfl_lm_cfg *c, int rotary_dim_seen)
 
 #define ROPE_SCALING_SPECS(rf)                                                                                          \
     {"--rope-scaling", NULL, ARG_STR, &(rf).scaling, "S", "rope/rope-linear: none, pi, ntk or yarn (default none)", 0},  \
-        {"--rope-factor", NULL, ARG_FLOAT, &(rf).factor, "S", "scaling factor s = target length / training context", 0}, \
+        {"--rope-factor", NULL, ARG_FLOAT, &(rf).factor, "S", "scaling factor s = target length / training context (no default: required with pi, ntk, yarn)", 0}, \
         {"--yarn-alpha", "--yarn-beta-slow", ARG_FLOAT, &(rf).yarn_alpha, "A",                                       \
          "yarn: ramp start alpha in r = L/wavelength; pairs with r < alpha are interpolated (default 1)", 0},          \
         {"--yarn-beta", "--yarn-beta-fast", ARG_FLOAT, &(rf).yarn_beta, "B",                                         \
@@ -230,6 +230,48 @@ static int mkdirs(const char *path)
 
 /* ---------------------------------------------------------------- lm train */
 
+/* On --resume: the first setting where the run's resolved config a and the requested b differ,
+ * written as "--FLAG A, not B (--FLAG)" into msg; 0 when they are the same, else 1. The order is
+ * that of dfl_lm_cfg, so the flag named is the first one that differs. */
+static int cfg_diff(const dfl_lm_cfg *a, const dfl_lm_cfg *b, char *msg, size_t cap)
+{
+#define DIFF_INT(F, FLAG)                                                                                    \
+    if (a->F != b->F) {                                                                                      \
+        snprintf(msg, cap, "%s %d, not %d (%s)", FLAG, a->F, b->F, FLAG);                                    \
+        return 1;                                                                                            \
+    }
+#define DIFF_DBL(F, FLAG)                                                                                    \
+    if (a->F != b->F) {                                                                                      \
+        snprintf(msg, cap, "%s %g, not %g (%s)", FLAG, a->F, b->F, FLAG);                                    \
+        return 1;                                                                                            \
+    }
+#define DIFF_STR(F, NAME, FLAG)                                                                              \
+    if (a->F != b->F) {                                                                                      \
+        snprintf(msg, cap, "%s %s, not %s (%s)", FLAG, NAME(a->F), NAME(b->F), FLAG);                        \
+        return 1;                                                                                            \
+    }
+    DIFF_STR(posenc, dfl_posenc_name, "--posenc")
+    DIFF_INT(context, "--context")
+    DIFF_INT(layers, "--layers")
+    DIFF_INT(dim, "--dim")
+    DIFF_INT(heads, "--heads")
+    DIFF_INT(ffn, "--ffn")
+    DIFF_INT(max_positions, "--max-positions")
+    DIFF_STR(rope.layout, dfl_lm_rope_layout_name, "--rope-layout")
+    DIFF_INT(rope.rot_dim, "--rotary-dim")
+    DIFF_DBL(rope.theta, "--rope-theta")
+    DIFF_STR(rope.scaling, dfl_lm_rope_scaling_name, "--rope-scaling")
+    DIFF_DBL(rope.factor, "--rope-factor")
+    DIFF_INT(rope.orig_ctx, "--rope-orig-ctx")
+    DIFF_DBL(rope.yarn_alpha, "--yarn-alpha")
+    DIFF_DBL(rope.yarn_beta, "--yarn-beta")
+    DIFF_INT(shaw_k, "--shaw-k")
+#undef DIFF_INT
+#undef DIFF_DBL
+#undef DIFF_STR
+    return 0;
+}
+
 static const char *TRAIN_USAGE =
     "usage: difflow lm train [--text FILE] [--posenc NAME] [--context 128] [--layers 4] [--dim 128] [--heads 4]\n"
     "                        [RoPE flags] [--steps N] [--batch B] [--lr X] [--seed S] [--out runs/lm-POSENC] [--resume]\n"
@@ -282,14 +324,14 @@ static int lm_train(int argc, char **argv)
         {"--shaw-k", NULL, ARG_INT, &o.shaw_k, "K", "shaw: clipping distance of the relative positions", 0},
         ROPE_TRAIN_SPECS(rf),
         ROPE_SCALING_SPECS(rf),
-        {"--steps", NULL, ARG_LONG, &o.steps, "N", "optimizer steps (default 600, ~5-10 min on 2 cores)", 0},
+        {"--steps", NULL, ARG_LONG, &o.steps, "N", "optimizer steps (default 600: 6.5 CPU-minutes at --threads 1, docs/LM.md)", 0},
         {"--batch", NULL, ARG_INT, &o.batch, "B", "windows per step", 0},
         {"--lr", NULL, ARG_FLOAT, &o.lr, "X", "Adam peak learning rate (linear warmup, cosine decay to 10%)", 0},
         {"--warmup", NULL, ARG_INT, &o.warmup, "N", "warmup steps (default steps/20)", 0},
         {"--clip", NULL, ARG_FLOAT, &o.clip, "X", "gradient-norm clipping (0: off)", 0},
         {"--seed", NULL, ARG_U64, &o.seed, "S", "seed for the initial weights and the windows", 0},
         {"--out", "-o", ARG_STR, &o.out, "DIR", "run directory (default runs/lm-POSENC)", 0},
-        {"--resume", NULL, ARG_BOOL, &o.resume, NULL, "continue the run in --out", 0},
+        {"--resume", NULL, ARG_BOOL, &o.resume, NULL, "continue the run in --out (model flags and --text not given: the run's)", 0},
         {"--threads", NULL, ARG_INT, &o.threads, "N", "threads (0: all cores)", 0},
         {"--log-every", NULL, ARG_INT, &o.log_every, "N", "log.csv interval (default steps/100)", 0},
         {"--eval-every", NULL, ARG_INT, &o.eval_every, "N", "validation interval (default steps/10)", 0},
@@ -302,23 +344,54 @@ static int lm_train(int argc, char **argv)
     /* Every setting is checked before any work. */
     dfl_lm_cfg c = dfl_lm_cfg_default();
     if (dfl_posenc_parse(o.posenc, &c.posenc)) return lm_fail(2, "%s (--posenc)", dfl_last_error());
+    char outdir[2048], p_model[2300], p_state[2300], p_cfg[2300], p_log[2300];
+    if (o.out) snprintf(outdir, sizeof outdir, "%s", o.out);
+    else snprintf(outdir, sizeof outdir, "runs/lm-%s", dfl_posenc_name(c.posenc));
+    snprintf(p_model, sizeof p_model, "%s/model.safetensors", outdir);
+    snprintf(p_state, sizeof p_state, "%s/train_state.safetensors", outdir);
+    snprintf(p_cfg, sizeof p_cfg, "%s/config.json", outdir);
+    snprintf(p_log, sizeof p_log, "%s/log.csv", outdir);
+    /* On --resume the run's config is the base: the model flags given are checked against it below,
+     * the others (and --text) are taken from it, so "lm train --out DIR --resume" continues a run. */
+    dfl_lm_cfg prev_cfg;
+    int have_prev = 0;
+    char prev_text[4096];
+    if (o.resume && access(p_model, F_OK) == 0) {
+        dfl_lm *prev = NULL;
+        char *pt = NULL;
+        if (dfl_lm_load(p_model, &prev, NULL, &pt)) return lm_fail(1, "--resume: %s", dfl_last_error());
+        prev_cfg = *dfl_lm_config(prev);
+        dfl_lm_free(prev);
+        have_prev = 1;
+        dfl_posenc pe = c.posenc;
+        c = prev_cfg;
+        if (args_find(specs, "--posenc")->seen) c.posenc = pe;
+        if (!args_find(specs, "--text")->seen && pt && *pt && strlen(pt) < sizeof prev_text) {
+            snprintf(prev_text, sizeof prev_text, "%s", pt);
+            o.text = prev_text;
+        }
+        free(pt);
+    }
+#define TAKE(flag, field, val) \
+    if (!have_prev || args_find(specs, flag)->seen) c.field = (val)
     if (args_find(specs, "--max-positions")->seen && c.posenc != DFL_POSENC_LEARNED)
-        return lm_fail(2, "--max-positions applies to --posenc learned, not %s (--max-positions)", o.posenc);
+        return lm_fail(2, "--max-positions applies to --posenc learned, not %s (--max-positions)", dfl_posenc_name(c.posenc));
     if (args_find(specs, "--shaw-k")->seen && c.posenc != DFL_POSENC_SHAW)
-        return lm_fail(2, "--shaw-k applies to --posenc shaw, not %s (--shaw-k)", o.posenc);
+        return lm_fail(2, "--shaw-k applies to --posenc shaw, not %s (--shaw-k)", dfl_posenc_name(c.posenc));
     if (o.context < 2 || o.context > 65536) return lm_fail(2, "--context must be in 2..65536");
     if (o.layers < 1 || o.layers > 64) return lm_fail(2, "--layers must be in 1..64");
     if (o.dim < 1 || o.dim > 8192) return lm_fail(2, "--dim must be in 1..8192");
-    if (o.heads < 1 || o.dim % o.heads) return lm_fail(2, "--dim %d is not divisible by --heads %d (--heads)", o.dim, o.heads);
     if (args_find(specs, "--ffn")->seen && (o.ffn < 1 || o.ffn > 65536)) return lm_fail(2, "--ffn must be in 1..65536");
     if (args_find(specs, "--max-positions")->seen && o.max_positions < 1) return lm_fail(2, "--max-positions must be >= 1");
-    c.context = o.context;
-    c.layers = o.layers;
-    c.dim = o.dim;
-    c.heads = o.heads;
-    c.ffn = o.ffn;
-    c.max_positions = o.max_positions;
-    c.shaw_k = o.shaw_k;
+    TAKE("--context", context, o.context);
+    TAKE("--layers", layers, o.layers);
+    TAKE("--dim", dim, o.dim);
+    TAKE("--heads", heads, o.heads);
+    TAKE("--ffn", ffn, o.ffn);
+    TAKE("--max-positions", max_positions, o.max_positions);
+    TAKE("--shaw-k", shaw_k, o.shaw_k);
+#undef TAKE
+    if (c.heads < 1 || c.dim % c.heads) return lm_fail(2, "--dim %d is not divisible by --heads %d (--heads)", c.dim, c.heads);
     int rc = apply_rope_flags(specs, &rf, &c);
     if (rc) return rc;
     if (dfl_lm_cfg_check(&c)) {
@@ -326,6 +399,18 @@ static int lm_train(int argc, char **argv)
         snprintf(m, sizeof m, "%s", dfl_last_error());
         return lm_fail(2, "%s (%s)", m, cfg_check_flag(&c, args_find(specs, "--rotary-dim")->seen));
     }
+    if (have_prev) {
+        /* resolve c as dfl_lm_new does (ffn 4 D, max_positions = context, orig_ctx = context) to compare */
+        dfl_lm_cfg r = c;
+        if (r.ffn == 0) r.ffn = 4 * r.dim;
+        if (r.max_positions == 0) r.max_positions = r.context;
+        if (r.rope.orig_ctx == 0) r.rope.orig_ctx = r.context;
+        char d[512];
+        if (cfg_diff(&prev_cfg, &r, d, sizeof d)) {
+                return lm_fail(2, "--resume: the run was trained with %s; drop the flag or pass the run's value", d);
+        }
+    }
+    o.context = c.context; /* the run's on --resume without --context */
     if (o.steps < 1) return lm_fail(2, "--steps must be >= 1");
     if (o.batch < 1 || o.batch > 4096) return lm_fail(2, "--batch must be in 1..4096");
     if (!(o.lr > 0)) return lm_fail(2, "--lr must be > 0");
@@ -351,20 +436,13 @@ static int lm_train(int argc, char **argv)
                        text_name(o.text), n, o.context, o.context + 1);
     }
 
-    char outdir[2048], p_model[2300], p_state[2300], p_cfg[2300], p_log[2300];
-    if (o.out) snprintf(outdir, sizeof outdir, "%s", o.out);
-    else snprintf(outdir, sizeof outdir, "runs/lm-%s", dfl_posenc_name(c.posenc));
-    snprintf(p_model, sizeof p_model, "%s/model.safetensors", outdir);
-    snprintf(p_state, sizeof p_state, "%s/train_state.safetensors", outdir);
-    snprintf(p_cfg, sizeof p_cfg, "%s/config.json", outdir);
-    snprintf(p_log, sizeof p_log, "%s/log.csv", outdir);
     if (mkdirs(outdir) || access(outdir, W_OK)) {
         free(text);
         return lm_fail(1, "cannot write to run directory '%s': %s (--out)", outdir, strerror(errno ? errno : EACCES));
     }
     if (!o.resume && access(p_model, F_OK) == 0) {
         free(text);
-        return lm_fail(1, "run directory '%s' already holds a model; pass --resume to continue it or --out for a new run", outdir);
+        return lm_fail(2, "run directory '%s' already holds a model; pass --resume to continue it or --out for a new run", outdir);
     }
     dfl_set_threads(o.threads);
 
@@ -389,6 +467,7 @@ static int lm_train(int argc, char **argv)
         goto done;
     }
     long step = 0;
+    int saved = o.resume; /* a checkpoint exists in outdir */
     js = dfl_lm_cfg_json(dfl_lm_config(m));
     if (!js) {
         lm_fail(1, "out of memory");
@@ -404,8 +483,8 @@ static int lm_train(int argc, char **argv)
         char *pjs = dfl_lm_cfg_json(dfl_lm_config(prev));
         int same = pjs && !strcmp(pjs, js);
         dfl_lm_free(prev);
-        if (!same) {
-            lm_fail(1, "--resume: %s was trained with another model config (%s); pass the same model flags", p_model, pjs ? pjs : "?");
+        if (!same) { /* a setting without a flag (t5 buckets, xPos gamma): cfg_diff compared the flags' */
+            lm_fail(1, "--resume: %s has a model config that lm train's flags do not give", p_model);
             free(pjs);
             goto done;
         }
@@ -419,9 +498,11 @@ static int lm_train(int argc, char **argv)
             goto done;
         }
         if (step >= o.steps) {
-            lm_fail(1, "--resume: the run is already at step %ld >= --steps %ld", step, o.steps);
+            lm_fail(2, "--resume: the run is already at step %ld >= --steps %ld; pass a larger --steps (--steps)", step, o.steps);
+            rc = 2;
             goto done;
         }
+        fprintf(stderr, "difflow: resuming at step %ld of %ld\n", step, o.steps);
     }
     if (dfl_write_file_atomic(p_cfg, js, strlen(js))) {
         lm_fail(1, "%s", dfl_last_error());
@@ -456,8 +537,12 @@ static int lm_train(int argc, char **argv)
         double lv = loss ? loss->data[0] : NAN, gn = 0;
         if (!loss || !isfinite(lv) || dfl_backward(ctx, loss) || dfl_adam_step(&opt, &gn)) {
             dfl_progress_end(&prog);
-            lm_fail(1, "loss or gradient is not finite at step %ld%s; training stopped (try a lower --lr)", step + 1,
-                    step > 0 || o.resume ? ", the last checkpoint is kept" : "");
+            if (saved)
+                lm_fail(1, "loss or gradient is not finite at step %ld; training stopped, the last checkpoint %s is kept (try a lower --lr)",
+                        step + 1, p_model);
+            else
+                lm_fail(1, "loss or gradient is not finite at step %ld, before any checkpoint was written; training stopped (try a lower --lr)",
+                        step + 1);
             goto done;
         }
         step++;
@@ -495,6 +580,7 @@ static int lm_train(int argc, char **argv)
                 lm_fail(1, "saving checkpoint: %s", dfl_last_error());
                 goto done;
             }
+            saved = 1;
         }
         if (g_lm_stop) {
             dfl_progress_end(&prog);
