@@ -92,13 +92,7 @@ expect_error "ckpt is a directory" "directory" -- "$BIN" sample --ckpt "$T"
 expect_error "zero samples" "-n" -- "$BIN" sample --ckpt "$CK" -n 0
 [ "$sum_before" = "$(sha256sum "$CK" "$T/good/train_state.safetensors")" ] || { echo "FAIL checkpoint changed"; nfail=$((nfail+1)); }
 for c in train sample info bench; do "$BIN" $c --help >/dev/null || { echo "FAIL $c --help"; nfail=$((nfail+1)); }; done
-echo "cli_errors: $nfail failed"
 # Exit status: 2 for an invalid command line (every command alike), 1 for a run that fails.
-expect_rc() {
-  local name="$1" want="$2"; shift 3
-  "$@" >/dev/null 2>&1; local rc=$?
-  if [ $rc -ne "$want" ]; then echo "FAIL $name: exit $rc, expected $want"; nfail=$((nfail+1)); else echo "ok   $name: exit $rc"; fi
-}
 expect_rc "train bad value exits 2" 2 -- "$BIN" train --data moons --lr -2 --out "$T/z"
 expect_rc "train unknown method exits 2" 2 -- "$BIN" train --method ddpm9 --out "$T/z"
 expect_rc "train unknown flag exits 2" 2 -- "$BIN" train --bogus 1
@@ -108,4 +102,5 @@ expect_rc "train missing dataset exits 1" 1 -- "$BIN" train --data-dir "$T/nodat
 expect_error "data-dir with 2-D data" "--data-dir" -- "$BIN" train --data moons --data-dir "$T" --out "$T/z"
 [ -e "$T/z" ] && { echo "FAIL a refused run created its directory"; nfail=$((nfail+1)); }
 
+echo "cli_errors: $nfail failed"
 [ $nfail -eq 0 ]

@@ -41,10 +41,9 @@ echo "ok   resume keeps lr/batch/warmup; other values refused"
   || fail "resume with --out only: $(tail -n 1 "$T/bare.log")"
 grep -q "toy-mlp with fm (pred velocity) on moons" "$T/bare.log" || fail "resume with --out only: $(head -n 1 "$T/bare.log")"
 grep -q "resuming at step 84 of 88" "$T/bare.log" || fail "resume banner: $(grep resuming "$T/bare.log")"
-expect_rc() { local want="$1"; shift; "$@" >/dev/null 2>&1; local rc=$?; [ $rc -eq "$want" ] || fail "exit $rc, expected $want: $*"; }
-expect_rc 2 "$BIN" train --data moons --threads 1 --samples 0 --steps 90 --out "$T/split"            # holds a model
-expect_rc 2 "$BIN" train --data 8gaussians --threads 1 --samples 0 --steps 90 --resume --out "$T/split" # other data
-expect_rc 2 "$BIN" train --threads 1 --samples 0 --steps 90 --resume --lr 1 --out "$T/split"          # other lr
+expect_rc "run directory holds a model" 2 -- "$BIN" train --data moons --threads 1 --samples 0 --steps 90 --out "$T/split"
+expect_rc "resume with other data" 2 -- "$BIN" train --data 8gaussians --threads 1 --samples 0 --steps 90 --resume --out "$T/split"
+expect_rc "resume with another lr" 2 -- "$BIN" train --threads 1 --samples 0 --steps 90 --resume --lr 1 --out "$T/split"
 
 # Other checkpoint kinds where a diffusion / flow-matching model is expected.
 python3 - "$T/text.txt" <<'PY'
