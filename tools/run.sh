@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs what is missing, builds difflow and runs the main job: flow matching with the
-# fmnist-unet-s U-Net on Fashion-MNIST (about 10 minutes on 2 cores). Extra arguments go to
+# fmnist-unet-s U-Net on Fashion-MNIST (about 5 minutes on 2 cores). Extra arguments go to
 # `difflow train` (e.g. --steps 2000, --method edm, --out runs/mine).
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -30,7 +30,7 @@ static const char *TRAIN_USAGE =
     "Trains a generative model and writes runs/NAME/: model.safetensors (EMA weights, config in its\n"
     "metadata), train_state.safetensors (optimizer, EMA, RNG, step), config.json, log.csv, loss.png and\n"
     "samples.png (64 samples, Heun 35 NFE; samples.csv for 2-D data). Fashion-MNIST comes from Debian's\n"
-    "dataset-fashion-mnist package. With no flags: flow matching, fmnist-unet-s, about 10 minutes on 2 cores.\n"
+    "dataset-fashion-mnist package. With no flags: flow matching, fmnist-unet-s, about 5 minutes on 2 cores.\n"
     "Methods: fm (flow matching), edm, vp / subvp (score SDE, t ~ U(1e-5, 1)), ve (SMLD, sigma 0.01..50),\n"
     "ddpm (discrete, T = 1000). --pred picks what the network predicts (default: fm velocity, edm edm,\n"
     "others eps); v needs vp or ddpm. --ot pairs noise and data by exact minibatch OT (fm only).\n"
