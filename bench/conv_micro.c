@@ -1,16 +1,22 @@
 /* Micro-benchmark of the conv2d kernels (forward, backward = dx + dW + db) at the shapes of the
  * fmnist-unet-s U-Net (DESIGN section 13), reporting ms per call and GFLOP/s.
  *
- * Not a test and not built by CMake. Build the library first, then:
+ * Not a test and not built by CMake. Build the library first, then (-ldnnl when CMake found
+ * libdnnl-dev and compiled in the oneDNN GEMM, as tools/deps.sh installs it; drop it otherwise):
  *   cmake --build build -j2 &&
  *   gcc -std=c11 -O3 -march=native -fopenmp -Iinclude bench/conv_micro.c build/libdifflow.a \
- *       -lopenblas -lcjson -lpng -lz -lm -o build/conv_micro && ./build/conv_micro
+ *       -ldnnl -lopenblas -lcjson -lpng -lz -lm -o build/conv_micro && ./build/conv_micro
  * Options: conv_micro [iters] [block_floats]   (OMP_NUM_THREADS sets the threads; block_floats
  * overrides the im2col block size the conv planner aims for, 0 = default).
  * FLOPs counted as 2 N O C k^2 Ho Wo for the forward and twice that for the backward.
  *
- * Measured on the 2-core AMD EPYC (Zen 3) VM, OMP_NUM_THREADS=2, OpenBLAS 0.3.21 (OpenMP);
- * timings there vary by up to 2x between runs (shared host), so these are ranges over runs:
+ * 2026-12-04, 2-core AMD EPYC Zen 5 VM (AVX-512 direct 3x3 kernels), OMP_NUM_THREADS=1: about
+ * 200 GFLOP/s fwd + bwd at N64 C32 28x28 O32 k3 and 176-188 at N64 C64 14x14 O64 k3 while the
+ * core is not shared; ~110 while another process shares it (docs/PERFORMANCE.md, "Gaps and why").
+ *
+ * Earlier, on the 2-core AMD EPYC (Zen 3) VM, OMP_NUM_THREADS=2, OpenBLAS 0.3.21 (OpenMP), before
+ * the AVX-512 kernels and oneDNN; timings there varied by up to 2x between runs (shared host), so
+ * these are ranges over runs:
  *   shape (fwd + bwd)        difflow      PyTorch 2.x (same machine, torch.set_num_threads(2))
  *   N64 C32 28x28 O32 k3     121-138      43-63   GFLOP/s
  *   N64 C64 14x14 O64 k3     120-130      65-125

@@ -1,11 +1,12 @@
 #!/usr/bin/env python3
 """PyTorch (CPU) peer benchmark for difflow's reference configurations.
 
-  python3 bench/peers/torch_bench.py --preset toy-mlp|fmnist-unet-s [--threads N|best]
+  python3 bench/peers/torch_bench.py --preset toy-mlp|fmnist-unet-s|fmnist-dit-s [--threads N|best]
          [--steps K] [--warmup W] [--sample] [--sample-batch B] [--json]
 
 Training mode: K timed Adam steps of the flow matching loss (after W untimed warmup steps) on
-random data of the preset's shape (toy-mlp: two moons; unet: uniform images in [-1,1]).
+random data of the preset's shape (toy-mlp: two moons; fmnist-unet-s, fmnist-dit-s: uniform
+images in [-1,1]).
 Sampling mode (--sample): K timed runs (after W warmup runs) of a Heun PF-ODE sampler with
 18 uniform steps in t from 1 to 0, Euler on the last step (35 NFE), batch 256, torch.no_grad().
 --threads best runs 1 and 2 threads in separate processes and reports the faster.
