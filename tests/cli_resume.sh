@@ -69,6 +69,29 @@ expect_error "resume fm on an lm run" "a difflow language-model checkpoint" \
   -- "$BIN" train --data moons --method fm --steps 5 --resume --out "$T/lmrun"
 expect_error "train state as ckpt" "not a difflow checkpoint (format 'difflow-lm-train-state')" \
   -- "$BIN" sample --ckpt "$T/lm/train_state.safetensors"
+expect_error "bare resume on an lm run" "a difflow language-model checkpoint" -- "$BIN" train --resume --out "$T/lmrun"
+
+# The run's length and thread count come back with --resume: a finished run is not trained on
+# to the default 4000 steps, and --steps extends it.
+"$BIN" train --data moons --steps 30 --threads 1 --samples 0 --out "$T/len" 2>/dev/null || fail "30-step run"
+expect_error "bare resume of a finished run" "already at step 30 >= --steps 30" -- "$BIN" train --resume --out "$T/len"
+"$BIN" train --resume --steps 40 --samples 0 --out "$T/len" 2>"$T/len.log" || fail "resume --steps 40: $(tail -n 1 "$T/len.log")"
+grep -q "1 thread -> " "$T/len.log" || fail "resume did not keep --threads 1: $(grep training "$T/len.log")"
+
+# A reflow run resumed with train --out DIR --resume stays a reflow (same teacher, pairs and
+# pair steps), equal byte for byte to a straight reflow.
+rf=(--pairs 600 --pair-steps 4 --warmup 0 --ema-halflife 0 --threads 1 --samples 0)
+"$BIN" reflow --ckpt "$T/ref/model.safetensors" "${rf[@]}" --steps 30 --out "$T/rf-straight" 2>/dev/null || fail "straight reflow"
+"$BIN" reflow --ckpt "$T/ref/model.safetensors" "${rf[@]}" --steps 20 --out "$T/rf-split" 2>/dev/null || fail "first reflow half"
+"$BIN" train --resume --steps 30 --out "$T/rf-split" 2>"$T/rf.log" || fail "reflow resume: $(tail -n 1 "$T/rf.log")"
+grep -q "reflow pairs from" "$T/rf.log" || fail "train --resume of a reflow run did not regenerate its pairs: $(head -n 2 "$T/rf.log")"
+cmp -s "$T/rf-straight/model.safetensors" "$T/rf-split/model.safetensors" || fail "resumed reflow differs from the straight one"
+
+# One training per run directory.
+"$BIN" train --data moons --steps 200000 --threads 1 --samples 0 --out "$T/busy" 2>/dev/null & bpid=$!
+for i in $(seq 1 50); do [ -e "$T/busy/train_state.safetensors" ] || [ -e "$T/busy/log.csv" ] && break; sleep 0.1; done
+expect_error "a run directory in use" "is in use by another difflow train (pid $bpid)" -- "$BIN" train --resume --out "$T/busy"
+kill -INT $bpid; wait $bpid
 
 # Ctrl-C / SIGTERM at any moment of a step (here: during the GEMMs of a 1- and a 2-thread run)
 # stops with the "interrupted" line, exit 128 + signal, and a checkpoint that loads. A signal

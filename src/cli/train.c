@@ -9,6 +9,7 @@
 #include <string.h>
 #include <dirent.h>
 #include <signal.h>
+#include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -152,11 +153,18 @@ static dfl_status save_state(const char *path, dfl_adam *opt, const dfl_rng *rng
     fmt_double(s_ema, sizeof s_ema, o->ema_halflife);
     snprintf(s_batch, sizeof s_batch, "%d", o->batch);
     snprintf(s_warmup, sizeof s_warmup, "%d", o->warmup);
+    char s_steps[32], s_threads[16], s_pairs[16], s_pair_steps[16];
+    snprintf(s_steps, sizeof s_steps, "%ld", o->steps);
+    snprintf(s_threads, sizeof s_threads, "%d", o->threads);
+    snprintf(s_pairs, sizeof s_pairs, "%d", o->pairs);
+    snprintf(s_pair_steps, sizeof s_pair_steps, "%d", o->pair_steps);
     const char *meta[] = {"format", "difflow-train-state", "step", s_step, "adam_step", s_adam,
                           "rng_seed", s_seed, "rng_counter", s_ctr, "rng_buf_pos", s_pos,
                           "rng_has_spare", s_has, "rng_spare", s_spare, "lr", s_lr, "batch", s_batch,
-                          "clip", s_clip, "ema_halflife", s_ema, "warmup", s_warmup};
-    st = dfl_safetensors_save(path, ts, n, meta, 13);
+                          "clip", s_clip, "ema_halflife", s_ema, "warmup", s_warmup,
+                          "steps", s_steps, "threads", s_threads, "reflow_from", o->reflow_from ? o->reflow_from : "",
+                          "pairs", s_pairs, "pair_steps", s_pair_steps};
+    st = dfl_safetensors_save(path, ts, n, meta, 18);
 out:
     if (names)
         for (int j = 0; j < n; j++) free(names[j]);
@@ -589,6 +597,34 @@ static void resume_run_defaults(const char *outdir, train_opts *o, arg_spec *spe
     if (!j) return;
     const char *m = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(j, "method"));
     const char *a = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(j, "arch"));
+    if (!a || !m) { /* not a run of difflow train (e.g. an lm run): the checkpoint checks report */
+        cJSON_Delete(j);
+        return;
+    }
+    /* The run's length, thread count (training is byte-reproducible per thread count) and, for
+     * a reflow, its teacher, from the training state. */
+    static char reflow_from[4096];
+    snprintf(path, sizeof path, "%s/train_state.safetensors", outdir);
+    dfl_st_file *sf = NULL;
+    if (!dfl_safetensors_open(path, &sf)) {
+        const char *v;
+        if ((v = dfl_st_meta(sf, "steps")) && !args_find(specs, "--steps")->seen) o->steps = strtol(v, NULL, 10);
+        if ((v = dfl_st_meta(sf, "threads")) && !args_find(specs, "--threads")->seen) o->threads = (int)strtol(v, NULL, 10);
+        if ((v = dfl_st_meta(sf, "reflow_from")) && *v && !o->reflow_from) {
+            snprintf(reflow_from, sizeof reflow_from, "%s", v);
+            o->reflow_from = reflow_from;
+        }
+        if (o->reflow_from) {
+            if ((v = dfl_st_meta(sf, "pairs")) && !args_find(specs, "--pairs")->seen) o->pairs = (int)strtol(v, NULL, 10);
+            if ((v = dfl_st_meta(sf, "pair_steps")) && !args_find(specs, "--pair-steps")->seen)
+                o->pair_steps = (int)strtol(v, NULL, 10);
+        }
+        dfl_st_close(sf);
+    }
+    if (o->reflow_from) { /* data, method and architecture come from the teacher */
+        cJSON_Delete(j);
+        return;
+    }
     const char *d = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(j, "data"));
     const char *pr = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(j, "pred"));
     const char *pe = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(j, "posenc"));
@@ -639,7 +675,7 @@ int cmd_train(int argc, char **argv)
         {"--ema-halflife", NULL, ARG_FLOAT, &o.ema_halflife, "IMGS", "EMA half-life in samples (default 10% of training samples; 0: off)", 0},
         {"--seed", NULL, ARG_U64, &o.seed, "S", "seed for every random draw", 0},
         {"--out", "-o", ARG_STR, &o.out, "DIR", "run directory (default runs/<data>-<method>)", 0},
-        {"--resume", NULL, ARG_BOOL, &o.resume, NULL, "continue the run in --out from its train_state.safetensors: --data, --method, --preset, --pred, --posenc come from its config.json and --lr, --batch, --clip, --warmup, --ema-halflife from its state unless given (a different value is refused)", 0},
+        {"--resume", NULL, ARG_BOOL, &o.resume, NULL, "continue the run in --out from its train_state.safetensors: --data, --method, --preset, --pred, --posenc come from its config.json; --steps, --threads, a reflow's teacher, --pairs, --pair-steps, and --lr, --batch, --clip, --warmup, --ema-halflife (a different value of these refused) from its state, unless given", 0},
         {"--threads", NULL, ARG_INT, &o.threads, "N", "threads (0: all cores)", 0},
         {"--log-every", NULL, ARG_INT, &o.log_every, "N", "log.csv / plain progress interval (default steps/100)", 0},
         {"--ckpt-every", NULL, ARG_INT, &o.ckpt_every, "N", "checkpoint interval in steps (default steps/4)", 0},
@@ -651,7 +687,7 @@ int cmd_train(int argc, char **argv)
         {NULL, NULL, 0, NULL, NULL, NULL, 0}};
     int pr = args_parse("train", TRAIN_USAGE, specs, argc, argv);
     if (pr) return pr > 0 ? 0 : 2;
-    if (o.resume && o.out && !o.reflow_from) resume_run_defaults(o.out, &o, specs);
+    if (o.resume && o.out) resume_run_defaults(o.out, &o, specs);
 
     char msg[8192];
     dfl_model teacher = {0};
@@ -806,7 +842,7 @@ int cmd_train(int argc, char **argv)
     if (!args_find(specs, "--log-every")->seen) o.log_every = o.steps >= 100 ? (int)(o.steps / 100) : 1;
     if (!args_find(specs, "--ckpt-every")->seen) o.ckpt_every = o.steps >= 4 ? (int)(o.steps / 4) : 1;
     if (o.reflow_from) { /* the pairs are held in memory: refuse what cannot fit before any work */
-        if (!args_find(specs, "--pairs")->seen) o.pairs = is_images ? 5000 : 20000;
+        if (!args_find(specs, "--pairs")->seen && o.pairs < 1) o.pairs = is_images ? 5000 : 20000;
         if (o.pairs < o.batch) {
             snprintf(msg, sizeof msg, "--pairs must be >= --batch (%d), got %d (--pairs)", o.batch, o.pairs);
             return fail_usage(msg);
@@ -871,6 +907,24 @@ int cmd_train(int argc, char **argv)
         snprintf(msg, sizeof msg, "cannot write to run directory '%s': %s (--out)", outdir, strerror(errno ? errno : EACCES));
         dfl_dataset_free(&ds);
         return fail_cli(msg);
+    }
+    /* One training per run directory: an fcntl lock on DIR/.lock, held until the process ends
+     * (two runs writing one log.csv and checkpoint lose data). */
+    {
+        char p_lock[2300];
+        snprintf(p_lock, sizeof p_lock, "%s/.lock", outdir);
+        int lfd = open(p_lock, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+        struct flock fl = {.l_type = F_WRLCK, .l_whence = SEEK_SET, .l_start = 0, .l_len = 0};
+        if (lfd >= 0 && fcntl(lfd, F_SETLK, &fl) != 0) {
+            fl.l_type = F_WRLCK;
+            int other = fcntl(lfd, F_GETLK, &fl) == 0 && fl.l_type != F_UNLCK ? (int)fl.l_pid : 0;
+            close(lfd);
+            snprintf(msg, sizeof msg, "run directory '%s' is in use by another difflow train (pid %d); wait for it or pass another --out",
+                     outdir, other);
+            dfl_dataset_free(&ds);
+            return fail_usage(msg);
+        }
+        /* lfd stays open (and locked) for the life of the process */
     }
     if (!o.resume && access(p_model, F_OK) == 0) {
         snprintf(msg, sizeof msg, "run directory '%s' already holds a model; pass --resume to continue it or --out for a new run", outdir);
@@ -1169,6 +1223,7 @@ int cmd_train(int argc, char **argv)
         }
     }
     dfl_progress_end(&prog);
+    cli_signals_catch(NULL); /* the last checkpoint is written: Ctrl-C during the samples just ends */
     fclose(logf);
     logf = NULL;
     int nl = 0;
