@@ -77,9 +77,11 @@ void dfl_process_default(dfl_process *p, dfl_family f);
 void dfl_process_set_ddpm(dfl_process *p, dfl_ddpm_schedule s);
 /* "fm", "edm", "vp", "subvp", "ve", "ddpm" -> family; DFL_ERR_ARG naming the value otherwise. */
 dfl_status dfl_family_parse(const char *name, dfl_family *f);
+/* Family -> its CLI name ("fm", "edm", ...); "unknown" for a value outside the enum. */
 const char *dfl_family_name(dfl_family f);
 /* "velocity", "edm", "eps", "x0", "v" -> pred; DFL_ERR_ARG naming the value otherwise. */
 dfl_status dfl_pred_parse(const char *name, dfl_pred *k);
+/* Parameterization -> its CLI name ("velocity", "eps", ...); "unknown" for a value outside the enum. */
 const char *dfl_pred_name(dfl_pred k);
 /* Default parameterization of a family: FM velocity, EDM edm, VP/sub-VP/VE/DDPM eps. */
 dfl_pred dfl_pred_default(dfl_family f);
@@ -89,6 +91,7 @@ dfl_pred dfl_pred_default(dfl_family f);
 dfl_status dfl_pred_check(const dfl_process *p, dfl_pred k);
 /* "linear" or "cosine" (also "squaredcos_cap_v2"); DFL_ERR_ARG otherwise. */
 dfl_status dfl_ddpm_schedule_parse(const char *name, dfl_ddpm_schedule *s);
+/* DDPM beta schedule -> "cosine" for DFL_DDPM_COSINE, else "linear". */
 const char *dfl_ddpm_schedule_name(dfl_ddpm_schedule s);
 
 /* alphabar_j = prod_{i<=j} (1 - beta_i) of a DDPM process's discrete schedule, j = 0..T-1
@@ -113,9 +116,12 @@ double dfl_ddpm_alphabar(const dfl_process *p, int j);
  * the interpolation (T (ln ab_{k+1} - ln ab_k) on segment k; at a knot the right segment's).
  * VP and DDPM sigma'(0) is infinite / large: evaluate from t_min on. */
 double dfl_alpha(const dfl_process *p, double t);
+/* sigma(t) of the same table (noise scale; data in [-1, 1]). */
 double dfl_sigma(const dfl_process *p, double t);
-double dfl_dalpha(const dfl_process *p, double t);   /* d alpha / dt */
-double dfl_dsigma(const dfl_process *p, double t);   /* d sigma / dt */
+/* d alpha / dt, exact (see the table above). */
+double dfl_dalpha(const dfl_process *p, double t);
+/* d sigma / dt, exact (see the table above). */
+double dfl_dsigma(const dfl_process *p, double t);
 /* Noise-to-signal ratio s(t) = sigma(t)/alpha(t) (EDM's sigma) and its inverse t(s), s >= 0.
  * Inverses: FM t = s/(1+s); EDM t = s; VP t = (sqrt(beta_min^2 + 2 beta_d ln(1 + s^2)) -
  * beta_min)/beta_d (EDM Eq. 5 VP column / diffusion.md 1.2); sub-VP B = 2 asinh(s/2) then the
@@ -124,6 +130,7 @@ double dfl_dsigma(const dfl_process *p, double t);   /* d sigma / dt */
  * VE and DDPM the result is clamped to [0, t_max] (VE: a ratio below ve_sigma_min maps to 0), so
  * a schedule whose sigma_max exceeds the family's range starts at t_max, not beyond it. */
 double dfl_ratio(const dfl_process *p, double t);
+/* t(s), the inverse of dfl_ratio, clamped as described above; s >= 0. */
 double dfl_t_of_ratio(const dfl_process *p, double s);
 /* Largest t a sampler starts from by default (FM: 1, EDM: sigma_max, VP/sub-VP/VE/DDPM: 1). */
 double dfl_t_max(const dfl_process *p);
@@ -299,6 +306,8 @@ typedef enum {
 
 /* Name <-> kind. Parse: DFL_ERR_ARG naming the value and the known names. */
 dfl_status dfl_schedule_parse(const char *name, dfl_schedule_kind *k);
+/* Sampler name (euler, heun, ddim, ddpm, em, pc, ald, dpmpp2m, rk45, ...) -> kind; DFL_ERR_ARG
+ * naming the value and the known names otherwise. */
 dfl_status dfl_sampler_parse(const char *name, dfl_sampler_kind *k);
 const char *dfl_schedule_name(dfl_schedule_kind k);
 const char *dfl_sampler_name(dfl_sampler_kind k);

@@ -260,6 +260,8 @@ double dfl_k_sum_ref(const float *x, size_t n);
 void dfl_k_fill_add_ref(float g, float *dx, size_t n);
 /* Naive reference of dfl_k_sq_err: weighted sum of (a - b)^2 over n values, w (N) per sample or NULL. */
 double dfl_k_sq_err_ref(const float *a, const float *b, const float *w, size_t n, int N);
+/* Naive reference of dfl_k_sq_err_bwd: da += g w_i 2 (a - b), db -= the same (da/db may be NULL),
+ * n values over N samples, w (N) or NULL. */
 void dfl_k_sq_err_bwd_ref(const float *a, const float *b, const float *w, float g, float *da,
                           float *db, size_t n, int N);
 
