@@ -89,6 +89,9 @@ typedef struct {
 /* Defaults above: posenc rope, interleaved, full rotary dim, theta 10000, no scaling. */
 dfl_lm_cfg dfl_lm_cfg_default(void);
 
+/* c with its derived defaults filled in, as dfl_lm_new builds the model: ffn <= 0 -> 4 dim,
+ * max_positions <= 0 -> context, rope.orig_ctx <= 0 -> context. Pure; no error. */
+dfl_lm_cfg dfl_lm_cfg_resolved(const dfl_lm_cfg *c);
 /* Validates a configuration before any work: sizes >= 1, dim divisible by heads, the RoPE
  * settings for the head dimension (an odd head dimension, an odd or too large rotary dim:
  * dfl_rope_rot_dim's message), xPos without scaling, learned with context > max_positions

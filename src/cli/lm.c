@@ -400,11 +400,7 @@ static int lm_train(int argc, char **argv)
         return lm_fail(2, "%s (%s)", m, cfg_check_flag(&c, args_find(specs, "--rotary-dim")->seen));
     }
     if (have_prev) {
-        /* resolve c as dfl_lm_new does (ffn 4 D, max_positions = context, orig_ctx = context) to compare */
-        dfl_lm_cfg r = c;
-        if (r.ffn == 0) r.ffn = 4 * r.dim;
-        if (r.max_positions == 0) r.max_positions = r.context;
-        if (r.rope.orig_ctx == 0) r.rope.orig_ctx = r.context;
+        dfl_lm_cfg r = dfl_lm_cfg_resolved(&c); /* as dfl_lm_new resolves it, to compare */
         char d[512];
         if (cfg_diff(&prev_cfg, &r, d, sizeof d)) {
                 return lm_fail(2, "--resume: the run was trained with %s; drop the flag or pass the run's value", d);

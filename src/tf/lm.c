@@ -91,8 +91,7 @@ dfl_lm_cfg dfl_lm_cfg_default(void)
     return c;
 }
 
-/* The config with the derived defaults filled in (ffn, table size, RoPE's orig_ctx when 0). */
-static dfl_lm_cfg cfg_resolved(const dfl_lm_cfg *c)
+dfl_lm_cfg dfl_lm_cfg_resolved(const dfl_lm_cfg *c)
 {
     dfl_lm_cfg r = *c;
     if (r.ffn <= 0) r.ffn = 4 * r.dim;
@@ -104,7 +103,7 @@ static dfl_lm_cfg cfg_resolved(const dfl_lm_cfg *c)
 dfl_status dfl_lm_cfg_check(const dfl_lm_cfg *c0)
 {
     if (!c0) return dfl_fail(DFL_ERR_ARG, "lm: config is NULL");
-    dfl_lm_cfg c = cfg_resolved(c0);
+    dfl_lm_cfg c = dfl_lm_cfg_resolved(c0);
     if ((unsigned)c.posenc >= DFL_POSENC_COUNT) return dfl_fail(DFL_ERR_ARG, "lm: unknown positional encoding %d", (int)c.posenc);
     if (c.context < 1 || c.context > 1 << 20) return dfl_fail(DFL_ERR_ARG, "lm: context %d must be in 1..1048576", c.context);
     if (c.layers < 1 || c.layers > 256) return dfl_fail(DFL_ERR_ARG, "lm: layers %d must be in 1..256", c.layers);
@@ -140,7 +139,7 @@ dfl_status dfl_lm_cfg_check(const dfl_lm_cfg *c0)
 
 char *dfl_lm_cfg_json(const dfl_lm_cfg *c0)
 {
-    dfl_lm_cfg c = cfg_resolved(c0);
+    dfl_lm_cfg c = dfl_lm_cfg_resolved(c0);
     cJSON *o = cJSON_CreateObject();
     if (!o) return NULL;
     cJSON_AddStringToObject(o, "model", "byte-lm");
@@ -274,7 +273,7 @@ dfl_lm *dfl_lm_new(const dfl_lm_cfg *c0, dfl_rng *rng)
         dfl_fail(DFL_ERR_NOMEM, "lm: out of memory");
         return NULL;
     }
-    m->cfg = cfg_resolved(c0);
+    m->cfg = dfl_lm_cfg_resolved(c0);
     const dfl_lm_cfg *c = &m->cfg;
     int D = c->dim, L = c->layers, Dh = D / c->heads;
     const float std = 0.02f, std_res = 0.02f / sqrtf(2.f * (float)L);
@@ -346,7 +345,7 @@ dfl_status dfl_lm_set_rope_extension(dfl_lm *m, const dfl_rope_cfg *r)
     c.rope.yarn_alpha = r->yarn_alpha;
     c.rope.yarn_beta = r->yarn_beta;
     if (dfl_lm_cfg_check(&c)) return DFL_ERR_ARG;
-    m->cfg = cfg_resolved(&c);
+    m->cfg = dfl_lm_cfg_resolved(&c);
     return DFL_OK;
 }
 
