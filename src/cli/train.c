@@ -223,6 +223,19 @@ static dfl_status load_state(const char *path, dfl_adam *opt, dfl_rng *rng, long
     return st;
 }
 
+/* A number saved in a training state's metadata: 1 with *out set when key is present and is a
+ * whole number text (strtod to the end), else 0. */
+static int state_meta_num(dfl_st_file *f, const char *key, double *out)
+{
+    const char *v = dfl_st_meta(f, key);
+    if (!v) return 0;
+    char *end;
+    double d = strtod(v, &end);
+    if (end == v || *end) return 0;
+    *out = d;
+    return 1;
+}
+
 /* On --resume: the hyper-parameters saved in the run's train_state.safetensors replace the
  * defaults of flags not given; a flag given with another value is refused (0 ok, 1 refused, msg
  * set). A state without them (older runs) or an unreadable one changes nothing here (load_state
@@ -238,10 +251,8 @@ static int resume_hparams(const char *p_state, train_opts *o, arg_spec *specs, c
     int refused = 0;
     for (int k = 0; k < 5 && !refused; k++) {
         const char *v = dfl_st_meta(f, keys[k]);
-        if (!v) continue;
-        char *end;
-        double saved = strtod(v, &end);
-        if (end == v || *end) continue;
+        double saved;
+        if (!state_meta_num(f, keys[k], &saved)) continue;
         double cur = dv[k] ? *dv[k] : (double)*iv[k];
         if (args_find(specs, flags[k])->seen) {
             if (cur != saved) {
@@ -608,16 +619,16 @@ static void resume_run_defaults(const char *outdir, train_opts *o, arg_spec *spe
     dfl_st_file *sf = NULL;
     if (!dfl_safetensors_open(path, &sf)) {
         const char *v;
-        if ((v = dfl_st_meta(sf, "steps")) && !args_find(specs, "--steps")->seen) o->steps = strtol(v, NULL, 10);
-        if ((v = dfl_st_meta(sf, "threads")) && !args_find(specs, "--threads")->seen) o->threads = (int)strtol(v, NULL, 10);
+        double d;
+        if (!args_find(specs, "--steps")->seen && state_meta_num(sf, "steps", &d)) o->steps = (long)d;
+        if (!args_find(specs, "--threads")->seen && state_meta_num(sf, "threads", &d)) o->threads = (int)d;
         if ((v = dfl_st_meta(sf, "reflow_from")) && *v && !o->reflow_from) {
             snprintf(reflow_from, sizeof reflow_from, "%s", v);
             o->reflow_from = reflow_from;
         }
         if (o->reflow_from) {
-            if ((v = dfl_st_meta(sf, "pairs")) && !args_find(specs, "--pairs")->seen) o->pairs = (int)strtol(v, NULL, 10);
-            if ((v = dfl_st_meta(sf, "pair_steps")) && !args_find(specs, "--pair-steps")->seen)
-                o->pair_steps = (int)strtol(v, NULL, 10);
+            if (!args_find(specs, "--pairs")->seen && state_meta_num(sf, "pairs", &d)) o->pairs = (int)d;
+            if (!args_find(specs, "--pair-steps")->seen && state_meta_num(sf, "pair_steps", &d)) o->pair_steps = (int)d;
         }
         dfl_st_close(sf);
     }
